@@ -1,0 +1,98 @@
+"""Label efficiency on a biased pool: accuracy per labelled count and seconds per acquisition.
+
+Default protocol (issue 2): Fashion-MNIST, imbalance 100, 5 runs, 8 iterations x 125 labels,
+LeNet with the SPEC schedule, methods random, entropy, var-ratio-mc, fk-features, fk-nn.
+Runs go through run.py (so they resume after a kill); the table is printed as Markdown and
+written beside the results.
+
+    python benchmarks/label_efficiency.py [--runs 5] [--epochs 50] [--out local_data/bench]
+"""
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from run_plot import curves, load_records  # noqa: E402
+
+DEFAULT_METHODS = "random,entropy,var-ratio-mc,fk-features,fk-nn"
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--dataset", default="fashion-mnist")
+    parser.add_argument("--imbalance", default="100")
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--iterations", type=int, default=8)
+    parser.add_argument("--budget", type=int, default=125)
+    parser.add_argument("--epochs", type=int, default=None, help="default: the dataset's schedule (50)")
+    parser.add_argument("--methods", default=DEFAULT_METHODS)
+    parser.add_argument("--unsupervised", default="0")
+    parser.add_argument("--out", type=Path, default=REPO / "local_data" / "bench")
+    parser.add_argument("--data-root", default=None)
+    return parser
+
+
+def run_experiments(args: argparse.Namespace) -> None:
+    command = [
+        sys.executable, str(REPO / "run.py"), "--dataset", args.dataset, "--imbalance", args.imbalance,
+        "--runs", str(args.runs), "--iterations", str(args.iterations), "--budget", str(args.budget),
+        "--methods", args.methods, "--unsupervised", args.unsupervised, "--out", str(args.out),
+    ]
+    if args.epochs:
+        command += ["--epochs", str(args.epochs)]
+    if args.data_root:
+        command += ["--data-root", args.data_root]
+    subprocess.run(command, check=True, cwd=REPO)
+
+
+def table(records: list[dict], methods: list[str], metric: str, title: str) -> str:
+    """Markdown table: one row per labelled count, mean +- std over runs for each method."""
+    by_method = {key[2]: curve for key, curve in curves(records, metric).items()}
+    counts = sorted({int(c) for curve in by_method.values() for c in curve["labelled"]})
+    lines = [f"| {title} | " + " | ".join(methods) + " |", "|---" * (len(methods) + 1) + "|"]
+    for count in counts:
+        cells = []
+        for method in methods:
+            curve = by_method.get(method)
+            where = np.flatnonzero(curve["labelled"] == count) if curve else []
+            if len(where) == 0:
+                cells.append("-")
+                continue
+            i = where[0]
+            cells.append(f"{curve['mean'][i]:.3f} ± {curve['std'][i]:.3f}")
+        lines.append(f"| {count} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def seconds_row(records: list[dict], methods: list[str]) -> str:
+    cells = []
+    for method in methods:
+        seconds = [r["acquire_seconds"] for r in records if r["method"] == method and r["iteration"] > 0]
+        cells.append(f"{np.mean(seconds):.2f}" if seconds else "-")
+    return "| acquisition s (b>0) | " + " | ".join(cells) + " |"
+
+
+def main() -> None:
+    args = get_args_parser().parse_args()
+    run_experiments(args)
+    methods = args.methods.split(",")
+    records = [r for r in load_records(args.out / args.dataset) if r["method"] in methods]
+    runs = len({r["run"] for r in records})
+    report = "\n\n".join([
+        f"{args.dataset}, imbalance {args.imbalance}, {runs} runs, unsupervised {args.unsupervised}",
+        table(records, methods, "test_acc", "labelled: test acc"),
+        table(records, methods, "minority_acc", "labelled: minority acc") + "\n" + seconds_row(records, methods),
+    ])
+    print(report)
+    (args.out / f"label_efficiency_{args.dataset}.md").write_text(report + "\n")
+
+
+if __name__ == "__main__":
+    main()

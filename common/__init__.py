@@ -1,0 +1,1 @@
+"""Dataset-independent FKAL pipeline: data protocol, training, descriptors, matching, strategies."""

@@ -1,0 +1,294 @@
+"""One active-learning run, resumable, with its state in files (SPEC section 2).
+
+Layout under <out>/<dataset>/ir<IR>/run<R>/:
+  protocol.json, split.npz           the run's validation/pool indices (shared by all methods)
+  initial/random_m<E>.pt             randomly initialised model of ensemble member E
+  initial/rotation_m<E>.pt           the same after rotation pretraining (classifier random)
+  unsup<U>/<method>/settings.json    what the run was started with (checked on resume)
+  unsup<U>/<method>/metrics.jsonl    one line per finished iteration (DESIGN.md contract)
+  unsup<U>/<method>/acquired_<B>.npy train-split indices acquired at iteration B
+  unsup<U>/<method>/model_<B>.pt     weights after iteration B (the latest one is kept)
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from common import storage
+from common.datasets import DatasetSpec, Split
+from common.errors import UserError
+from common.schedule import Schedule
+from common.seeding import numpy_rng, torch_global_seed, torch_seed
+from common.splits import PoolSplit, make_split
+from common.strategies import STRATEGIES, AcquisitionOptions, AcquisitionState
+from common.train import accuracy_report, predict_probabilities, train_model
+from common.unsup import pretrain_rotation, transfer_weights
+
+INITIAL_KINDS = ("random", "rotation")  # --unsupervised 0 and 1
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """What fixes a run's data split (SPEC section 1)."""
+
+    dataset: str
+    imbalance: float
+    val_per_class: int
+    minority_classes: tuple[int, ...]
+    seed: int  # base_seed + run
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """What fixes the results of one method's run beyond its protocol."""
+
+    method: str
+    unsupervised: int
+    iterations: int
+    budget: int
+    schedule: Schedule
+    ensemble: int
+    mc_samples: int
+    descriptor_layers: tuple[str, ...]
+    top_k: int
+
+
+@dataclass
+class DatasetArrays:
+    """The loaded train and test splits of a dataset (read once, shared by every run)."""
+
+    train: Split
+    test: Split
+
+
+@dataclass
+class RunContext:
+    """A run's paths and data: the pool and validation Splits cut from train by its split."""
+
+    spec: DatasetSpec
+    protocol: Protocol
+    run: int
+    folder: Path
+    split: PoolSplit
+    pool: Split
+    validation: Split
+    test: Split
+    device: torch.device
+    progress: bool = False
+    log: Callable[[str], None] = field(default=print)
+
+
+def run_folder(out: Path, dataset: str, imbalance: float, run: int) -> Path:
+    return out / dataset / f"ir{imbalance:g}" / f"run{run}"
+
+
+def _plain(obj) -> dict:
+    """JSON form of a settings dataclass, so stored and current settings compare equal."""
+    return json.loads(json.dumps(asdict(obj)))
+
+
+def prepare_run(
+    spec: DatasetSpec, data: DatasetArrays, protocol: Protocol, run: int, out: Path, device: torch.device,
+    progress: bool = False, log: Callable[[str], None] = print,
+) -> RunContext:
+    """Load (or draw and save) the run's split and cut its pool and validation sets."""
+    folder = run_folder(out, spec.name, protocol.imbalance, run)
+    protocol_path, split_path = folder / "protocol.json", folder / "split.npz"
+    if protocol_path.exists() and split_path.exists():
+        stored = storage.read_json(protocol_path)
+        if stored != _plain(protocol):
+            raise UserError(
+                f"{folder} was made with a different protocol ({stored}); use another --out or delete it"
+            )
+        arrays = storage.load_arrays(split_path)
+        split = PoolSplit(val_indices=arrays["val_indices"], pool_indices=arrays["pool_indices"])
+    else:
+        split = make_split(
+            data.train.labels.numpy(), spec.num_classes, protocol.val_per_class, protocol.imbalance,
+            protocol.minority_classes, numpy_rng(protocol.seed, "split"),
+        )
+        storage.save_arrays(split_path, val_indices=split.val_indices, pool_indices=split.pool_indices)
+        storage.write_json(protocol_path, _plain(protocol))
+
+    def cut(indices: np.ndarray) -> Split:
+        index = torch.from_numpy(indices)
+        return Split(images=data.train.images[index], labels=data.train.labels[index])
+
+    return RunContext(
+        spec=spec, protocol=protocol, run=run, folder=folder, split=split, pool=cut(split.pool_indices),
+        validation=cut(split.val_indices), test=data.test, device=device, progress=progress, log=log,
+    )
+
+
+def initial_model_path(ctx: RunContext, kind: str, member: int) -> Path:
+    return ctx.folder / "initial" / f"{kind}_m{member}.pt"
+
+
+def ensure_initial_models(ctx: RunContext, members: int, kinds: tuple[str, ...] = INITIAL_KINDS) -> None:
+    """Create, for each ensemble member, the random and (if asked) the rotation-pretrained model.
+
+    The rotation model's classifier is the random model's, so the two starts differ only in
+    what pretraining learnt.
+    """
+    spec, seed = ctx.spec, ctx.protocol.seed
+    for member in range(members):
+        random_path = initial_model_path(ctx, "random", member)
+        if not random_path.exists():
+            with torch_global_seed(torch_seed(seed, "init", member)):
+                model = spec.model(spec.num_classes, False)
+            storage.save_checkpoint(random_path, {"state": model.state_dict()})
+        rotation_path = initial_model_path(ctx, "rotation", member)
+        if "rotation" not in kinds or rotation_path.exists():
+            continue
+        with torch_global_seed(torch_seed(seed, "rotation-init", member)):
+            rotation_model = spec.model(4, False)
+        started = time.perf_counter()
+        pretrained, accuracy = pretrain_rotation(
+            rotation_model, ctx.pool.images, ctx.validation.images, spec.pretrain_schedule, spec.normalise,
+            torch_seed(seed, "rotation-train", member), ctx.device, ctx.progress,
+        )
+        random_state = storage.load_checkpoint(random_path)["state"]
+        state = transfer_weights(pretrained, random_state, spec.classifier)
+        storage.save_checkpoint(rotation_path, {"state": state, "rotation_accuracy": accuracy})
+        ctx.log(
+            f"[{spec.name} run{ctx.run}] rotation pretraining member {member}: validation rotation accuracy "
+            f"{accuracy:.3f} ({time.perf_counter() - started:.0f}s)"
+        )
+
+
+def _build_models(spec: DatasetSpec, states: list[dict], mc_dropout: bool) -> list[nn.Module]:
+    models = []
+    for state in states:
+        model = spec.model(spec.num_classes, mc_dropout)
+        try:
+            model.load_state_dict(state)
+        except (RuntimeError, KeyError) as exc:
+            raise UserError(f"checkpoint does not fit the {spec.name} model: {str(exc).splitlines()[0]}") from None
+        models.append(model)
+    return models
+
+
+def method_folder(ctx: RunContext, settings: RunSettings) -> Path:
+    return ctx.folder / f"unsup{settings.unsupervised}" / settings.method
+
+
+def _check_settings(folder: Path, settings: RunSettings) -> None:
+    path = folder / "settings.json"
+    if path.exists():
+        stored = storage.read_json(path)
+        if stored != _plain(settings):
+            changed = sorted(k for k in stored if stored.get(k) != _plain(settings).get(k))
+            raise UserError(f"{folder} was started with other settings ({', '.join(changed)}); use another --out")
+    else:
+        storage.write_json(path, _plain(settings))
+
+
+def _finished_records(folder: Path) -> list[dict]:
+    records = storage.read_jsonl(folder / "metrics.jsonl")
+    iterations = [r.get("iteration") for r in records]
+    if iterations != list(range(len(records))):
+        raise UserError(f"{folder / 'metrics.jsonl'} is out of order ({iterations}); fix or delete it")
+    return records
+
+
+def run_active_learning(ctx: RunContext, settings: RunSettings, options: AcquisitionOptions) -> list[dict]:
+    """Run (or resume) one method's AL run; returns every iteration's metrics record."""
+    spec, seed = ctx.spec, ctx.protocol.seed
+    strategy = STRATEGIES.get(settings.method)
+    folder = method_folder(ctx, settings)
+    _check_settings(folder, settings)
+    records = _finished_records(folder)
+    start = len(records)
+    if start >= settings.iterations:
+        return records[: settings.iterations]
+
+    if start == 0:
+        kind = INITIAL_KINDS[settings.unsupervised]
+        ensure_initial_models(ctx, settings.ensemble, kinds=(kind,))
+        states = [storage.load_checkpoint(initial_model_path(ctx, kind, m))["state"] for m in range(settings.ensemble)]
+    else:
+        states = storage.load_checkpoint(folder / f"model_{start - 1:03d}.pt")["states"]
+        if len(states) != settings.ensemble:
+            raise UserError(f"{folder / f'model_{start - 1:03d}.pt'} holds {len(states)} models, not {settings.ensemble}")
+    models = _build_models(spec, states, strategy.mc_dropout)
+
+    acquired = [
+        np.searchsorted(ctx.split.pool_indices, storage.load_indices(folder / f"acquired_{b:03d}.npy"))
+        for b in range(start)
+    ]
+    labelled = np.concatenate(acquired) if acquired else np.empty(0, dtype=np.int64)
+    for iteration in range(start, settings.iterations):
+        unlabelled = np.setdiff1d(np.arange(len(ctx.pool)), labelled)
+        state = AcquisitionState(
+            models=models, to_input=spec.normalise, pool=ctx.pool, unlabelled=unlabelled,
+            validation=ctx.validation, iteration=iteration, budget=settings.budget,
+            rng=numpy_rng(seed, "acquire", iteration), seed=torch_seed(seed, "acquire", iteration), options=options,
+        )
+        began = time.perf_counter()
+        chosen = np.asarray(strategy.select(state), dtype=np.int64)
+        acquire_seconds = time.perf_counter() - began
+        _check_selection(chosen, unlabelled, settings.budget, settings.method)
+        storage.save_indices(folder / f"acquired_{iteration:03d}.npy", ctx.split.pool_indices[chosen])
+        labelled = np.concatenate([labelled, chosen])
+
+        index = torch.from_numpy(labelled)
+        train_seconds = 0.0
+        for member, model in enumerate(models):
+            train_seconds += train_model(
+                model, ctx.pool.images[index], ctx.pool.labels[index], settings.schedule, spec.normalise,
+                torch_seed(seed, "train", iteration, member), ctx.device, ctx.progress,
+                description=f"train b={iteration}",
+            )
+        record = _record(ctx, settings, iteration, len(labelled), models, acquire_seconds, train_seconds)
+        storage.save_checkpoint(folder / f"model_{iteration:03d}.pt", {"states": [m.state_dict() for m in models]})
+        storage.append_jsonl(folder / "metrics.jsonl", record)
+        (folder / f"model_{iteration - 1:03d}.pt").unlink(missing_ok=True)
+        records.append(record)
+        ctx.log(
+            f"[{spec.name} ir{ctx.protocol.imbalance:g} u{settings.unsupervised} {settings.method} run{ctx.run}] "
+            f"b={iteration} labelled={len(labelled)} acc={record['test_acc']:.4f} "
+            f"minority={record['minority_acc']:.4f} acquire={acquire_seconds:.1f}s train={train_seconds:.1f}s"
+        )
+    return records
+
+
+def _check_selection(chosen: np.ndarray, unlabelled: np.ndarray, budget: int, method: str) -> None:
+    """A strategy that breaks its contract is a bug: fail loudly rather than save bad results."""
+    if len(chosen) != budget or len(np.unique(chosen)) != budget or not np.isin(chosen, unlabelled).all():
+        raise RuntimeError(f"{method} returned {len(chosen)} indices ({len(np.unique(chosen))} distinct), "
+                           f"expected {budget} distinct unlabelled ones")
+
+
+def _record(
+    ctx: RunContext, settings: RunSettings, iteration: int, labelled: int, models: list[nn.Module],
+    acquire_seconds: float, train_seconds: float,
+) -> dict:
+    probs = predict_probabilities(models, ctx.test.images, ctx.spec.normalise, ctx.device)
+    report = accuracy_report(
+        probs.argmax(dim=1).numpy(), ctx.test.labels.numpy(), ctx.spec.num_classes, ctx.protocol.minority_classes
+    )
+    return {
+        "dataset": ctx.spec.name,
+        "imbalance": ctx.protocol.imbalance,
+        "run": ctx.run,
+        "seed": ctx.protocol.seed,
+        "method": settings.method,
+        "unsupervised": settings.unsupervised,
+        "iteration": iteration,
+        "labelled": labelled,
+        **report,
+        "acquire_seconds": round(acquire_seconds, 4),
+        "train_seconds": round(train_seconds, 4),
+        "budget": settings.budget,
+        "val_per_class": ctx.protocol.val_per_class,
+        "minority_classes": list(ctx.protocol.minority_classes),
+        "pool_size": len(ctx.pool),
+        "ensemble": settings.ensemble,
+    }

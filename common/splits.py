@@ -1,0 +1,62 @@
+"""Data protocol of SPEC section 1: balanced validation set, then a class-imbalanced pool."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from common.errors import UserError
+
+
+def default_minority_classes(num_classes: int) -> tuple[int, ...]:
+    """The upper half of the classes, C/2 .. C-1 (SPEC section 1)."""
+    return tuple(range(num_classes // 2, num_classes))
+
+
+@dataclass(frozen=True)
+class PoolSplit:
+    """Indices into the dataset's train split: the validation set and the (biased) pool."""
+
+    val_indices: np.ndarray  # [V] class-balanced
+    pool_indices: np.ndarray  # [P] sorted ascending
+
+
+def make_split(
+    labels: np.ndarray,
+    num_classes: int,
+    val_per_class: int,
+    imbalance: float,
+    minority_classes: tuple[int, ...],
+    rng: np.random.Generator,
+) -> PoolSplit:
+    """Draw `val_per_class` validation images per class, then subsample the minority classes.
+
+    The minority classes' pool images are subsampled jointly, uniformly at random, to
+    floor(N_majority / imbalance) images; imbalance 1 keeps everything.
+    """
+    labels = np.asarray(labels)
+    if imbalance < 1:
+        raise UserError(f"--imbalance must be >= 1, got {imbalance:g}")
+    if val_per_class < 1:
+        raise UserError(f"--val-per-class must be >= 1, got {val_per_class}")
+    bad = [c for c in minority_classes if not 0 <= c < num_classes]
+    if bad or len(set(minority_classes)) >= num_classes:
+        raise UserError(f"--minority-classes must be a proper subset of 0..{num_classes - 1}, got {list(minority_classes)}")
+
+    val_parts = []
+    for cls in range(num_classes):
+        members = np.flatnonzero(labels == cls)
+        if len(members) <= val_per_class:
+            raise UserError(
+                f"class {cls} has {len(members)} training images, too few for --val-per-class {val_per_class}"
+            )
+        val_parts.append(rng.choice(members, size=val_per_class, replace=False))
+    val_indices = np.sort(np.concatenate(val_parts))
+
+    rest = np.setdiff1d(np.arange(len(labels)), val_indices)
+    is_minority = np.isin(labels[rest], np.asarray(minority_classes, dtype=labels.dtype))
+    majority, minority = rest[~is_minority], rest[is_minority]
+    keep = min(len(minority), int(np.floor(len(majority) / imbalance)))
+    kept_minority = rng.choice(minority, size=keep, replace=False) if keep < len(minority) else minority
+    pool_indices = np.sort(np.concatenate([majority, kept_minority]))
+    return PoolSplit(val_indices=val_indices, pool_indices=pool_indices)

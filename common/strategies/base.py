@@ -1,0 +1,91 @@
+"""What every acquisition strategy receives and returns, and the strategy registry.
+
+A strategy is a small object with one job: given the current models and the unlabelled pool,
+return exactly `budget` distinct pool positions to label next. Score-based strategies only
+define `score`; ranking (top-`budget`, seeded tie-breaks) lives once in `ScoreStrategy`.
+"""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from common.datasets import Split
+from common.registry import Registry
+from common.train import ToInput
+
+
+@dataclass(frozen=True)
+class AcquisitionOptions:
+    """Knobs shared by strategies, set once per experiment from the CLI."""
+
+    device: torch.device
+    mc_samples: int = 20
+    descriptor_layers: tuple[str, ...] = ()
+    top_k: int = 32
+    batch_size: int = 512
+    progress: bool = False
+
+
+@dataclass(frozen=True)
+class AcquisitionState:
+    """Everything known when acquiring at iteration `iteration` (pool positions throughout)."""
+
+    models: list[nn.Module]  # the ensemble (one model unless --ensemble)
+    to_input: ToInput
+    pool: Split  # every pool image; labels are only read by oracle strategies
+    unlabelled: np.ndarray  # [U] positions into pool, sorted
+    validation: Split
+    iteration: int
+    budget: int
+    rng: np.random.Generator
+    seed: int  # for torch-side randomness (dropout masks)
+    options: AcquisitionOptions
+
+    def unlabelled_images(self) -> torch.Tensor:
+        return self.pool.images[torch.from_numpy(self.unlabelled)]
+
+
+class Strategy(ABC):
+    """Chooses the next images to label."""
+
+    mc_dropout: bool = False  # build the task model with its MC-dropout layers
+
+    @abstractmethod
+    def select(self, state: AcquisitionState) -> np.ndarray:
+        """Exactly state.budget distinct positions from state.unlabelled."""
+
+
+def top_scores(scores: np.ndarray, count: int, rng: np.random.Generator) -> np.ndarray:
+    """Indices of the `count` highest scores; equal scores are ordered by a seeded coin."""
+    order = np.lexsort((rng.random(len(scores)), -scores))
+    return order[:count]
+
+
+class RandomStrategy(Strategy):
+    """Uniform sampling without replacement (the baseline every method must beat)."""
+
+    def select(self, state: AcquisitionState) -> np.ndarray:
+        return state.rng.choice(state.unlabelled, size=state.budget, replace=False)
+
+
+class ScoreStrategy(Strategy):
+    """Rank unlabelled images by an informativeness score; random at b=0 (SPEC section 6)."""
+
+    random_first_iteration: bool = True
+
+    @abstractmethod
+    def scores(self, state: AcquisitionState) -> np.ndarray:
+        """[U] informativeness of each unlabelled image, higher = label it sooner."""
+
+    def select(self, state: AcquisitionState) -> np.ndarray:
+        if self.random_first_iteration and state.iteration == 0:
+            return RandomStrategy().select(state)
+        return state.unlabelled[top_scores(self.scores(state), state.budget, state.rng)]
+
+
+STRATEGIES: Registry[Strategy] = Registry("method")
+STRATEGIES.register("random", RandomStrategy())

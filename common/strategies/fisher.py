@@ -1,0 +1,55 @@
+"""Fisher-kernel acquisition (Gudovskiy et al., "Deep Active Learning for Biased Datasets via
+Fisher Kernel Self-Supervision", CVPR 2020): descriptors (stage 2) then matching (stage 3).
+
+Variants differ only in the pool pseudo-label s used for g(x, s), or in using z alone.
+With --ensemble the first model describes the images.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from common.gen_descr import Reference, compute_descriptors, descriptor_layout
+from common.main_descr import fisher_kernel_acquire, miss_set
+from common.strategies.base import STRATEGIES, AcquisitionState, Strategy
+
+
+class FisherKernelStrategy(Strategy):
+    """Match the unlabelled pool to the centres of the misclassified validation images.
+
+    pseudo_label: None for features only (paper R_z), else a key of gen_descr.PSEUDO_LABELS.
+    """
+
+    def __init__(self, pseudo_label: str | None) -> None:
+        self.pseudo_label = pseudo_label
+
+    def select(self, state: AcquisitionState) -> np.ndarray:
+        model, options = state.models[0], state.options
+        sample = state.to_input(state.validation.images[:1].to(options.device))
+        layout = descriptor_layout(model.to(options.device), options.descriptor_layers, sample)
+        with_gradients = self.pseudo_label is not None
+
+        val = compute_descriptors(
+            model, state.validation.images, state.to_input, layout, options.device,
+            pseudo_label="true" if with_gradients else None, true_labels=state.validation.labels,
+            batch_size=options.batch_size, progress=options.progress, description="validation descriptors",
+        )
+        reference = Reference(val.z, val.g, state.validation.labels.numpy()) if with_gradients else None
+        pool = compute_descriptors(
+            model, state.unlabelled_images(), state.to_input, layout, options.device,
+            pseudo_label=self.pseudo_label, reference=reference,
+            true_labels=state.pool.labels[torch.from_numpy(state.unlabelled)],
+            batch_size=options.batch_size, progress=options.progress, description="pool descriptors",
+        )
+        misses = miss_set(val.logits, state.validation.labels.numpy(), fallback_size=state.budget)
+        rows = fisher_kernel_acquire(
+            val.vectors(with_gradients), misses, pool.vectors(with_gradients), state.budget, options.top_k, state.rng
+        )
+        return state.unlabelled[rows]
+
+
+STRATEGIES.register("fk-features", FisherKernelStrategy(pseudo_label=None))
+STRATEGIES.register("fk-pred", FisherKernelStrategy(pseudo_label="pred"))
+STRATEGIES.register("fk-nn", FisherKernelStrategy(pseudo_label="nn"))
+STRATEGIES.register("fk-nn-grad", FisherKernelStrategy(pseudo_label="nn-grad"))
+STRATEGIES.register("fk-oracle", FisherKernelStrategy(pseudo_label="true"))

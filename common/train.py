@@ -1,0 +1,147 @@
+"""Training and evaluation of the task model (SPEC section 2). Plain loops, no framework."""
+from __future__ import annotations
+
+import time
+from typing import Callable, Iterator, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm import tqdm
+
+from common.schedule import Schedule
+from common.seeding import torch_global_seed
+
+ToInput = Callable[[torch.Tensor], torch.Tensor]  # uint8 images [B, C, H, W] -> float input
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def batches(count: int, batch_size: int) -> Iterator[slice]:
+    """Consecutive slices of at most `batch_size` covering range(count)."""
+    for start in range(0, count, batch_size):
+        yield slice(start, min(start + batch_size, count))
+
+
+def train_model(
+    model: nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    schedule: Schedule,
+    to_input: ToInput,
+    seed: int,
+    device: torch.device,
+    progress: bool = False,
+    description: str = "train",
+    batch_transform: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None = None,
+    on_epoch_end: Callable[[int], None] | None = None,
+) -> float:
+    """Train `model` in place with SGD on (images, labels); a fresh optimiser every call.
+
+    `batch_transform(x, y)` may rewrite each normalised batch (rotation pretraining uses it).
+    Returns the seconds spent.
+    """
+    start = time.perf_counter()
+    model.to(device).train()
+    optimiser = torch.optim.SGD(
+        model.parameters(), lr=schedule.lr, momentum=schedule.momentum, weight_decay=schedule.weight_decay
+    )
+    order_generator = torch.Generator().manual_seed(seed)
+    with torch_global_seed(seed):
+        for epoch in tqdm(range(schedule.epochs), desc=description, disable=not progress, leave=False):
+            for group in optimiser.param_groups:
+                group["lr"] = schedule.lr_at(epoch)
+            model.train()
+            order = torch.randperm(len(labels), generator=order_generator)
+            for part in batches(len(order), schedule.batch_size):
+                index = order[part]
+                x = to_input(images[index].to(device))
+                y = labels[index].to(device)
+                if batch_transform is not None:
+                    x, y = batch_transform(x, y)
+                loss = F.cross_entropy(model(x), y)
+                optimiser.zero_grad(set_to_none=True)
+                loss.backward()
+                optimiser.step()
+            if on_epoch_end is not None:
+                on_epoch_end(epoch)
+    return time.perf_counter() - start
+
+
+def enable_dropout(model: nn.Module) -> None:
+    """Eval mode everywhere except dropout layers (MC-dropout inference)."""
+    model.eval()
+    for module in model.modules():
+        if isinstance(module, (nn.Dropout, nn.Dropout2d, nn.Dropout1d, nn.Dropout3d)):
+            module.train()
+
+
+@torch.no_grad()
+def predict_logits(
+    model: nn.Module, images: torch.Tensor, to_input: ToInput, device: torch.device, batch_size: int = 1024
+) -> torch.Tensor:
+    """Eval-mode logits [N, C] on the CPU."""
+    model.to(device).eval()
+    outputs = [model(to_input(images[part].to(device))).float().cpu() for part in batches(len(images), batch_size)]
+    return torch.cat(outputs) if outputs else torch.empty(0)
+
+
+@torch.no_grad()
+def predict_probabilities(
+    models: Sequence[nn.Module], images: torch.Tensor, to_input: ToInput, device: torch.device, batch_size: int = 1024
+) -> torch.Tensor:
+    """Mean softmax [N, C] of an ensemble (one model is an ensemble of one)."""
+    total = None
+    for model in models:
+        probs = predict_logits(model, images, to_input, device, batch_size).softmax(dim=1)
+        total = probs if total is None else total + probs
+    return total / len(models)
+
+
+@torch.no_grad()
+def mc_dropout_probabilities(
+    models: Sequence[nn.Module],
+    images: torch.Tensor,
+    to_input: ToInput,
+    device: torch.device,
+    samples: int,
+    seed: int,
+    batch_size: int = 1024,
+) -> torch.Tensor:
+    """Softmax outputs [E*K, N, C] of K dropout-on passes through each of E models."""
+    per_model = []
+    with torch_global_seed(seed):
+        for model in models:
+            model.to(device)
+            enable_dropout(model)
+            chunks = []
+            for part in batches(len(images), batch_size):
+                x = to_input(images[part].to(device))
+                chunks.append(torch.stack([model(x).softmax(dim=1).float().cpu() for _ in range(samples)]))
+            per_model.append(torch.cat(chunks, dim=1))
+            model.eval()
+    return torch.cat(per_model, dim=0)
+
+
+def accuracy_report(
+    predicted: np.ndarray, truth: np.ndarray, num_classes: int, minority_classes: Sequence[int]
+) -> dict[str, float | list[float]]:
+    """Test accuracy, per-class accuracy, balanced accuracy and mean minority-class accuracy."""
+    predicted, truth = np.asarray(predicted), np.asarray(truth)
+    correct = predicted == truth
+    counts = np.bincount(truth, minlength=num_classes)
+    hits = np.bincount(truth, weights=correct, minlength=num_classes)
+    class_acc = np.divide(hits, counts, out=np.full(num_classes, np.nan), where=counts > 0)
+    present = counts > 0
+    minority = [c for c in minority_classes if present[c]]
+    return {
+        "test_acc": float(correct.mean()) if len(correct) else float("nan"),
+        "balanced_acc": float(class_acc[present].mean()),
+        "minority_acc": float(np.mean(class_acc[minority])) if minority else float("nan"),
+        "class_acc": [None if np.isnan(a) else float(a) for a in class_acc],
+    }

@@ -1,0 +1,151 @@
+"""Active-learning experiments on biased pools: initial models (--initial) and AL runs.
+
+With no arguments: a small complete experiment on scikit-learn's embedded digits (offline).
+Re-running a command resumes it: finished iterations are kept, a half-done one is redone.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import mnist  # noqa: F401  (registers mnist, fashion-mnist, digits)
+from common.cli import DefaultsHelpFormatter, OneLineErrorParser, comma_list, float_list, int_list, positive_int
+from common.datasets import DATASETS, LOCAL_DATA, DatasetSpec
+from common.errors import UserError
+from common.experiment import (
+    DatasetArrays, Protocol, RunSettings, ensure_initial_models, prepare_run, run_active_learning,
+)
+from common.splits import default_minority_classes
+from common.strategies import STRATEGIES, AcquisitionOptions
+from common.train import resolve_device
+
+DEFAULT_METHODS = "random,entropy,fk-nn"
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    parser = OneLineErrorParser(description=__doc__, formatter_class=DefaultsHelpFormatter)
+    data = parser.add_argument_group("data protocol (SPEC section 1)")
+    data.add_argument("--dataset", default="digits", help=f"one of: {', '.join(DATASETS.names())}")
+    data.add_argument("--data-root", type=Path, default=None,
+                      help="folder with the dataset files (default: the dataset's usual places, then local_data/data)")
+    data.add_argument("--imbalance", type=float_list, default=None,
+                      help="imbalance ratio(s) ir, comma-separated (default: the dataset's; 1 = balanced)")
+    data.add_argument("--minority-classes", type=int_list, default=None,
+                      help="classes subsampled by the imbalance (default: the upper half)")
+    data.add_argument("--val-per-class", type=positive_int, default=None,
+                      help="validation images per class (default: the dataset's)")
+
+    runs = parser.add_argument_group("runs")
+    runs.add_argument("--out", type=Path, default=LOCAL_DATA, help="results folder (default: local_data/)")
+    runs.add_argument("--runs", type=positive_int, default=3, help="number of seeded runs (run r uses seed+r)")
+    runs.add_argument("--run-start", type=int, default=None, help="first run index (overrides --runs)")
+    runs.add_argument("--run-stop", type=int, default=None, help="one past the last run index")
+    runs.add_argument("--seed", type=int, default=0, help="base seed")
+    runs.add_argument("--initial", action="store_true",
+                      help="only create each run's random and rotation-pretrained initial models")
+
+    al = parser.add_argument_group("active learning (SPEC sections 2-6)")
+    al.add_argument("--methods", type=comma_list, default=DEFAULT_METHODS,
+                    help=f"comma-separated, from: {', '.join(STRATEGIES.names())}")
+    al.add_argument("--unsupervised", type=int_list, default="0",
+                    help="0: start from a random model, 1: from the rotation-pretrained one (0,1 for both)")
+    al.add_argument("--iterations", type=positive_int, default=None, help="acquisitions per run (default: dataset's)")
+    al.add_argument("--budget", type=positive_int, default=None, help="images acquired per iteration (default: dataset's)")
+    al.add_argument("--epochs", type=positive_int, default=None,
+                    help="training epochs per iteration; milestones scale with it (default: dataset's schedule)")
+    al.add_argument("--mc-samples", type=positive_int, default=20, help="dropout passes K for the *-mc methods")
+    al.add_argument("--ensemble", type=positive_int, default=1, help="independently initialised models E")
+    al.add_argument("--descriptor-layers", default=None,
+                    help="FK descriptor layers: a named set of the dataset (LeNet: l80, l20) or comma-separated module names")
+    al.add_argument("--top-k", type=positive_int, default=None, help="matches per centre K (default: dataset's)")
+
+    system = parser.add_argument_group("system")
+    system.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                        help="auto: the GPU when PyTorch sees one, else the CPU")
+    system.add_argument("--batch-size", type=positive_int, default=512, help="inference batch size")
+    system.add_argument("--quiet", action="store_true", help="no progress bars or per-iteration lines")
+    return parser
+
+
+def descriptor_layers(spec: DatasetSpec, choice: str | None) -> tuple[str, ...]:
+    if choice is None:
+        return spec.descriptor_layers[spec.default_layer_set]
+    if choice in spec.descriptor_layers:
+        return spec.descriptor_layers[choice]
+    return tuple(comma_list(choice))
+
+
+def run_indices(args: argparse.Namespace) -> range:
+    start = args.run_start if args.run_start is not None else 0
+    stop = args.run_stop if args.run_stop is not None else start + args.runs
+    if start < 0 or stop <= start:
+        raise UserError(f"--run-start/--run-stop give no runs ({start}..{stop})")
+    return range(start, stop)
+
+
+def check_budget(pool_size: int, budget: int, iterations: int) -> None:
+    if budget > pool_size:
+        raise UserError(f"--budget {budget} is larger than the pool ({pool_size} images)")
+    if budget * iterations > pool_size:
+        raise UserError(
+            f"{iterations} iterations x budget {budget} = {budget * iterations} labels would exhaust the pool "
+            f"({pool_size} images); lower --iterations or --budget"
+        )
+
+
+def main(args: argparse.Namespace) -> None:
+    spec = DATASETS.get(args.dataset)
+    for name in args.methods:
+        STRATEGIES.get(name)  # unknown name: one-line error listing the valid ones
+    methods = args.methods
+    if any(u not in (0, 1) for u in args.unsupervised):
+        raise UserError(f"--unsupervised takes 0 and/or 1, got {args.unsupervised}")
+    minority = tuple(args.minority_classes) if args.minority_classes else default_minority_classes(spec.num_classes)
+    budget = args.budget or spec.budget
+    iterations = args.iterations or spec.iterations
+    schedule = spec.schedule.with_epochs(args.epochs) if args.epochs else spec.schedule
+    device = resolve_device(args.device)
+    progress = not args.quiet and sys.stderr.isatty()
+    log = (lambda _line: None) if args.quiet else (lambda line: print(line, flush=True))
+    options = AcquisitionOptions(
+        device=device, mc_samples=args.mc_samples, descriptor_layers=descriptor_layers(spec, args.descriptor_layers),
+        top_k=args.top_k or spec.top_k, batch_size=args.batch_size, progress=progress,
+    )
+    data = DatasetArrays(train=spec.load(args.data_root, True), test=spec.load(args.data_root, False))
+    started = time.perf_counter()
+    for imbalance in args.imbalance or [spec.default_imbalance]:
+        for run in run_indices(args):
+            protocol = Protocol(
+                dataset=spec.name, imbalance=imbalance, val_per_class=args.val_per_class or spec.val_per_class,
+                minority_classes=minority, seed=args.seed + run,
+            )
+            ctx = prepare_run(spec, data, protocol, run, args.out, device, progress, log)
+            if args.initial:
+                ensure_initial_models(ctx, args.ensemble)
+                log(f"[{spec.name} ir{imbalance:g} run{run}] initial models in {ctx.folder / 'initial'}")
+                continue
+            check_budget(len(ctx.pool), budget, iterations)
+            for unsupervised in args.unsupervised:
+                for method in methods:
+                    settings = RunSettings(
+                        method=method, unsupervised=unsupervised, iterations=iterations, budget=budget,
+                        schedule=schedule, ensemble=args.ensemble, mc_samples=args.mc_samples,
+                        descriptor_layers=options.descriptor_layers, top_k=options.top_k,
+                    )
+                    run_active_learning(ctx, settings, options)
+    log(f"done in {time.perf_counter() - started:.0f}s; results under {args.out / spec.name}; "
+        f"plot them with: python run_plot.py --dataset {spec.name} --out {args.out}")
+
+
+if __name__ == "__main__":
+    arguments = get_args_parser().parse_args()
+    try:
+        main(arguments)
+    except UserError as error:
+        print(f"run.py: error: {error}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print("run.py: interrupted; run the same command again to resume", file=sys.stderr)
+        sys.exit(130)
