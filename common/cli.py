@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import NoReturn
+from typing import Callable, NoReturn
+
+from common.errors import UserError
 
 
 class OneLineErrorParser(argparse.ArgumentParser):
@@ -32,14 +34,21 @@ def comma_list(text: str) -> list[str]:
     return items
 
 
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
+def _int_at_least(minimum: int, kind: str) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = minimum - 1
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"expected a {kind} integer, got {text!r}")
+        return value
+
+    return parse
+
+
+positive_int = _int_at_least(1, "positive")
+non_negative_int = _int_at_least(0, "non-negative")
 
 
 def int_list(text: str) -> list[int]:
@@ -57,3 +66,16 @@ def float_list(text: str) -> list[float]:
     if any(v != v or v in (float("inf"), float("-inf")) for v in values):
         raise argparse.ArgumentTypeError(f"expected finite numbers, got {text!r}")
     return values
+
+
+def run_main(main: Callable[[argparse.Namespace], None], parser: argparse.ArgumentParser) -> None:
+    """Parse the flags and run `main`; a UserError becomes one stderr line and exit code 2."""
+    arguments = parser.parse_args()
+    try:
+        main(arguments)
+    except UserError as error:
+        print(f"{parser.prog}: error: {error}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print(f"{parser.prog}: interrupted; run the same command again to resume", file=sys.stderr)
+        sys.exit(130)

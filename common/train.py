@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
+from common.errors import UserError
 from common.schedule import Schedule
 from common.seeding import torch_global_seed
 
@@ -17,9 +18,20 @@ ToInput = Callable[[torch.Tensor], torch.Tensor]  # uint8 images [B, C, H, W] ->
 
 
 def resolve_device(name: str) -> torch.device:
+    """'auto' picks CUDA when PyTorch sees a GPU; asking for CUDA without one is a user error."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError("--device cuda: PyTorch sees no CUDA GPU on this machine; use --device cpu or auto")
     return torch.device(name)
+
+
+def set_cpu_threads(count: int) -> None:
+    """Threads for PyTorch's and FAISS's CPU kernels (oversubscribed cores slow both badly)."""
+    import faiss
+
+    torch.set_num_threads(count)
+    faiss.omp_set_num_threads(count)
 
 
 def batches(count: int, batch_size: int) -> Iterator[slice]:

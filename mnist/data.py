@@ -6,6 +6,7 @@ idx files are read directly from any of the usual layouts (a plain folder, torch
 from __future__ import annotations
 
 import gzip
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +25,7 @@ def read_idx(path: Path) -> np.ndarray:
     try:
         with opener(path, "rb") as handle:
             data = handle.read()
-    except (OSError, EOFError) as exc:
+    except (OSError, EOFError, zlib.error) as exc:
         raise UserError(f"cannot read {path}: {exc}") from None
     if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] not in IDX_DTYPES:
         raise UserError(f"{path} is not an idx file")
