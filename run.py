@@ -11,15 +11,18 @@ import time
 from pathlib import Path
 
 import mnist  # noqa: F401  (registers mnist, fashion-mnist, digits)
-from common.cli import DefaultsHelpFormatter, OneLineErrorParser, comma_list, float_list, int_list, positive_int
+from common.cli import (
+    DefaultsHelpFormatter, OneLineErrorParser, comma_list, float_list, int_list, non_negative_int, positive_int, run_main,
+)
 from common.datasets import DATASETS, LOCAL_DATA, DatasetSpec
 from common.errors import UserError
 from common.experiment import (
-    DatasetArrays, Protocol, RunSettings, ensure_initial_models, prepare_run, run_active_learning,
+    ALL_TRAIN, DatasetArrays, Protocol, RunSettings, ensure_initial_models, prepare_run, run_active_learning,
+    run_all_train,
 )
 from common.splits import default_minority_classes
 from common.strategies import STRATEGIES, AcquisitionOptions
-from common.train import resolve_device
+from common.train import resolve_device, set_cpu_threads
 
 DEFAULT_METHODS = "random,entropy,fk-nn"
 
@@ -40,15 +43,16 @@ def get_args_parser() -> argparse.ArgumentParser:
     runs = parser.add_argument_group("runs")
     runs.add_argument("--out", type=Path, default=LOCAL_DATA, help="results folder (default: local_data/)")
     runs.add_argument("--runs", type=positive_int, default=3, help="number of seeded runs (run r uses seed+r)")
-    runs.add_argument("--run-start", type=int, default=None, help="first run index (overrides --runs)")
-    runs.add_argument("--run-stop", type=int, default=None, help="one past the last run index")
-    runs.add_argument("--seed", type=int, default=0, help="base seed")
+    runs.add_argument("--run-start", type=non_negative_int, default=None, help="first run index (overrides --runs)")
+    runs.add_argument("--run-stop", type=positive_int, default=None, help="one past the last run index")
+    runs.add_argument("--seed", type=non_negative_int, default=0, help="base seed")
     runs.add_argument("--initial", action="store_true",
                       help="only create each run's random and rotation-pretrained initial models")
 
     al = parser.add_argument_group("active learning (SPEC sections 2-6)")
     al.add_argument("--methods", type=comma_list, default=DEFAULT_METHODS,
-                    help=f"comma-separated, from: {', '.join(STRATEGIES.names())}")
+                    help=f"comma-separated, from: {', '.join(STRATEGIES.names())}; "
+                         f"{ALL_TRAIN} trains once on the whole labelled pool (the reference line)")
     al.add_argument("--unsupervised", type=int_list, default="0",
                     help="0: start from a random model, 1: from the rotation-pretrained one (0,1 for both)")
     al.add_argument("--iterations", type=positive_int, default=None, help="acquisitions per run (default: dataset's)")
@@ -60,21 +64,46 @@ def get_args_parser() -> argparse.ArgumentParser:
     al.add_argument("--descriptor-layers", default=None,
                     help="FK descriptor layers: a named set of the dataset (LeNet: l80, l20) or comma-separated module names")
     al.add_argument("--top-k", type=positive_int, default=None, help="matches per centre K (default: dataset's)")
+    al.add_argument("--train-on-validation", action="store_true",
+                    help="every method also trains on the labelled validation set (like-for-like with FK)")
+    al.add_argument("--keep-checkpoints", type=checkpoint_choice, default="last",
+                    help="weights kept per iteration for visualize.py: last, all, or iterations like 0,3,7 "
+                         "(the latest is always kept)")
 
     system = parser.add_argument_group("system")
     system.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
                         help="auto: the GPU when PyTorch sees one, else the CPU")
     system.add_argument("--batch-size", type=positive_int, default=512, help="inference batch size")
+    system.add_argument("--threads", type=positive_int, default=None,
+                        help="CPU threads for PyTorch and FAISS (default: all cores; 1 is best when several runs share a machine)")
     system.add_argument("--quiet", action="store_true", help="no progress bars or per-iteration lines")
     return parser
 
 
+def checkpoint_choice(text: str) -> range | list[int]:
+    """--keep-checkpoints: 'last' keeps only the latest, 'all' every iteration, or a list."""
+    if text == "last":
+        return []
+    if text == "all":
+        return range(1 << 30)
+    return int_list(text)
+
+
 def descriptor_layers(spec: DatasetSpec, choice: str | None) -> tuple[str, ...]:
+    """A named layer set of the dataset, or module names checked against its model."""
     if choice is None:
         return spec.descriptor_layers[spec.default_layer_set]
     if choice in spec.descriptor_layers:
         return spec.descriptor_layers[choice]
-    return tuple(comma_list(choice))
+    layers = tuple(part.strip() for part in choice.split(",") if part.strip())
+    modules = {name for name, _ in spec.model(spec.num_classes, False).named_modules() if name}
+    unknown = [name for name in layers if name not in modules]
+    if not layers or unknown:
+        raise UserError(
+            f"--descriptor-layers {choice!r}: not a layer set ({', '.join(spec.descriptor_layers)}) "
+            f"nor module names of the model ({', '.join(sorted(modules))})"
+        )
+    return layers
 
 
 def run_indices(args: argparse.Namespace) -> range:
@@ -98,7 +127,8 @@ def check_budget(pool_size: int, budget: int, iterations: int) -> None:
 def main(args: argparse.Namespace) -> None:
     spec = DATASETS.get(args.dataset)
     for name in args.methods:
-        STRATEGIES.get(name)  # unknown name: one-line error listing the valid ones
+        if name != ALL_TRAIN:
+            STRATEGIES.get(name)  # unknown name: one-line error listing the valid ones (all-train aside)
     methods = args.methods
     if any(u not in (0, 1) for u in args.unsupervised):
         raise UserError(f"--unsupervised takes 0 and/or 1, got {args.unsupervised}")
@@ -107,6 +137,8 @@ def main(args: argparse.Namespace) -> None:
     iterations = args.iterations or spec.iterations
     schedule = spec.schedule.with_epochs(args.epochs) if args.epochs else spec.schedule
     device = resolve_device(args.device)
+    if args.threads:
+        set_cpu_threads(args.threads)
     progress = not args.quiet and sys.stderr.isatty()
     log = (lambda _line: None) if args.quiet else (lambda line: print(line, flush=True))
     options = AcquisitionOptions(
@@ -126,26 +158,23 @@ def main(args: argparse.Namespace) -> None:
                 ensure_initial_models(ctx, args.ensemble)
                 log(f"[{spec.name} ir{imbalance:g} run{run}] initial models in {ctx.folder / 'initial'}")
                 continue
-            check_budget(len(ctx.pool), budget, iterations)
+            if any(m != ALL_TRAIN for m in methods):
+                check_budget(len(ctx.pool), budget, iterations)
             for unsupervised in args.unsupervised:
                 for method in methods:
                     settings = RunSettings(
                         method=method, unsupervised=unsupervised, iterations=iterations, budget=budget,
                         schedule=schedule, ensemble=args.ensemble, mc_samples=args.mc_samples,
                         descriptor_layers=options.descriptor_layers, top_k=options.top_k,
+                        train_on_validation=args.train_on_validation,
                     )
-                    run_active_learning(ctx, settings, options)
+                    if method == ALL_TRAIN:
+                        run_all_train(ctx, settings)
+                    else:
+                        run_active_learning(ctx, settings, options, args.keep_checkpoints)
     log(f"done in {time.perf_counter() - started:.0f}s; results under {args.out / spec.name}; "
         f"plot them with: python run_plot.py --dataset {spec.name} --out {args.out}")
 
 
 if __name__ == "__main__":
-    arguments = get_args_parser().parse_args()
-    try:
-        main(arguments)
-    except UserError as error:
-        print(f"run.py: error: {error}", file=sys.stderr)
-        sys.exit(2)
-    except KeyboardInterrupt:
-        print("run.py: interrupted; run the same command again to resume", file=sys.stderr)
-        sys.exit(130)
+    run_main(main, get_args_parser())

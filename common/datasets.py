@@ -35,7 +35,7 @@ class DatasetSpec:
     the loader should look in its usual places. `model(num_classes, mc_dropout)` builds the
     network; `descriptor_layers` maps a layer-set name to the module names whose activations
     form the descriptors (SPEC section 4); `classifier` is the final layer's module name, the
-    one part not transferred from rotation pretraining.
+    one part not transferred from rotation pretraining; `penultimate` the layer feeding it.
     """
 
     name: str
@@ -45,6 +45,7 @@ class DatasetSpec:
     descriptor_layers: dict[str, tuple[str, ...]]
     default_layer_set: str
     classifier: str
+    penultimate: str  # module whose output feeds the classifier (coreset, t-SNE)
     schedule: Schedule
     pretrain_schedule: Schedule
     mean: tuple[float, ...]

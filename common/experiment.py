@@ -1,13 +1,14 @@
 """One active-learning run, resumable, with its state in files (SPEC section 2).
 
-Layout under <out>/<dataset>/ir<IR>/run<R>/:
+Layout under <out>/<dataset>/ir<IR>_val<V>/run<R>/  (V: validation images per class):
   protocol.json, split.npz           the run's validation/pool indices (shared by all methods)
   initial/random_m<E>.pt             randomly initialised model of ensemble member E
   initial/rotation_m<E>.pt           the same after rotation pretraining (classifier random)
   unsup<U>/<method>/settings.json    what the run was started with (checked on resume)
   unsup<U>/<method>/metrics.jsonl    one line per finished iteration (DESIGN.md contract)
   unsup<U>/<method>/acquired_<B>.npy train-split indices acquired at iteration B
-  unsup<U>/<method>/model_<B>.pt     weights after iteration B (the latest one is kept)
+  unsup<U>/<method>/model_<B>.pt     weights after iteration B (the latest, and --keep-checkpoints)
+  unsup<U>/<method>+trainval/...     the same with --train-on-validation
 """
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ import json
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Container
 
 import numpy as np
 import torch
@@ -58,6 +59,7 @@ class RunSettings:
     mc_samples: int
     descriptor_layers: tuple[str, ...]
     top_k: int
+    train_on_validation: bool = False  # like-for-like baseline: every method also trains on the validation set
 
 
 @dataclass
@@ -85,8 +87,9 @@ class RunContext:
     log: Callable[[str], None] = field(default=print)
 
 
-def run_folder(out: Path, dataset: str, imbalance: float, run: int) -> Path:
-    return out / dataset / f"ir{imbalance:g}" / f"run{run}"
+def run_folder(out: Path, dataset: str, imbalance: float, val_per_class: int, run: int) -> Path:
+    """Runs of different protocols (imbalance, validation size) live side by side."""
+    return out / dataset / f"ir{imbalance:g}_val{val_per_class}" / f"run{run}"
 
 
 def _plain(obj) -> dict:
@@ -99,7 +102,7 @@ def prepare_run(
     progress: bool = False, log: Callable[[str], None] = print,
 ) -> RunContext:
     """Load (or draw and save) the run's split and cut its pool and validation sets."""
-    folder = run_folder(out, spec.name, protocol.imbalance, run)
+    folder = run_folder(out, protocol.dataset, protocol.imbalance, protocol.val_per_class, run)
     protocol_path, split_path = folder / "protocol.json", folder / "split.npz"
     if protocol_path.exists() and split_path.exists():
         stored = storage.read_json(protocol_path)
@@ -137,6 +140,11 @@ def ensure_initial_models(ctx: RunContext, members: int, kinds: tuple[str, ...] 
     The rotation model's classifier is the random model's, so the two starts differ only in
     what pretraining learnt.
     """
+    with storage.exclusive(ctx.folder / "initial", wait=True):  # one pretraining, however many workers
+        _ensure_initial_models(ctx, members, kinds)
+
+
+def _ensure_initial_models(ctx: RunContext, members: int, kinds: tuple[str, ...]) -> None:
     spec, seed = ctx.spec, ctx.protocol.seed
     for member in range(members):
         random_path = initial_model_path(ctx, "random", member)
@@ -154,7 +162,7 @@ def ensure_initial_models(ctx: RunContext, members: int, kinds: tuple[str, ...] 
             rotation_model, ctx.pool.images, ctx.validation.images, spec.pretrain_schedule, spec.normalise,
             torch_seed(seed, "rotation-train", member), ctx.device, ctx.progress,
         )
-        random_state = storage.load_checkpoint(random_path)["state"]
+        random_state = storage.load_checkpoint(random_path, "state")
         state = transfer_weights(pretrained, random_state, spec.classifier)
         storage.save_checkpoint(rotation_path, {"state": state, "rotation_accuracy": accuracy})
         ctx.log(
@@ -163,25 +171,27 @@ def ensure_initial_models(ctx: RunContext, members: int, kinds: tuple[str, ...] 
         )
 
 
-def _build_models(spec: DatasetSpec, states: list[dict], mc_dropout: bool) -> list[nn.Module]:
+def build_models(spec: DatasetSpec, states: list[dict], mc_dropout: bool) -> list[nn.Module]:
     models = []
     for state in states:
         model = spec.model(spec.num_classes, mc_dropout)
         try:
             model.load_state_dict(state)
-        except (RuntimeError, KeyError) as exc:
+        except (RuntimeError, KeyError, TypeError, AttributeError) as exc:
             raise UserError(f"checkpoint does not fit the {spec.name} model: {str(exc).splitlines()[0]}") from None
         models.append(model)
     return models
 
 
 def method_folder(ctx: RunContext, settings: RunSettings) -> Path:
-    return ctx.folder / f"unsup{settings.unsupervised}" / settings.method
+    variant = "+trainval" if settings.train_on_validation else ""
+    return ctx.folder / f"unsup{settings.unsupervised}" / f"{settings.method}{variant}"
 
 
 def _check_settings(folder: Path, settings: RunSettings) -> None:
+    """Refuse to continue a run with other settings; a run with no finished iteration restarts."""
     path = folder / "settings.json"
-    if path.exists():
+    if path.exists() and _finished_records(folder):
         stored = storage.read_json(path)
         if stored != _plain(settings):
             changed = sorted(k for k in stored if stored.get(k) != _plain(settings).get(k))
@@ -198,11 +208,28 @@ def _finished_records(folder: Path) -> list[dict]:
     return records
 
 
-def run_active_learning(ctx: RunContext, settings: RunSettings, options: AcquisitionOptions) -> list[dict]:
-    """Run (or resume) one method's AL run; returns every iteration's metrics record."""
+def run_active_learning(
+    ctx: RunContext, settings: RunSettings, options: AcquisitionOptions, keep_checkpoints: Container[int] = ()
+) -> list[dict]:
+    """Run (or resume) one method's AL run; returns every iteration's metrics record.
+
+    The latest iteration's weights are always kept (resuming needs them); earlier ones only
+    if their iteration is in `keep_checkpoints` (visualize.py reads them). A run another
+    process is working on is skipped.
+    """
+    folder = method_folder(ctx, settings)
+    with storage.exclusive(folder) as mine:
+        if not mine:
+            ctx.log(f"[{ctx.spec.name} run{ctx.run}] {folder} is being run by another process; skipped")
+            return _finished_records(folder)
+        return _run_active_learning(ctx, settings, options, keep_checkpoints, folder)
+
+
+def _run_active_learning(
+    ctx: RunContext, settings: RunSettings, options: AcquisitionOptions, keep_checkpoints: Container[int], folder: Path
+) -> list[dict]:
     spec, seed = ctx.spec, ctx.protocol.seed
     strategy = STRATEGIES.get(settings.method)
-    folder = method_folder(ctx, settings)
     _check_settings(folder, settings)
     records = _finished_records(folder)
     start = len(records)
@@ -212,12 +239,12 @@ def run_active_learning(ctx: RunContext, settings: RunSettings, options: Acquisi
     if start == 0:
         kind = INITIAL_KINDS[settings.unsupervised]
         ensure_initial_models(ctx, settings.ensemble, kinds=(kind,))
-        states = [storage.load_checkpoint(initial_model_path(ctx, kind, m))["state"] for m in range(settings.ensemble)]
+        states = [storage.load_checkpoint(initial_model_path(ctx, kind, m), "state") for m in range(settings.ensemble)]
     else:
-        states = storage.load_checkpoint(folder / f"model_{start - 1:03d}.pt")["states"]
+        states = storage.load_checkpoint(folder / f"model_{start - 1:03d}.pt", "states")
         if len(states) != settings.ensemble:
             raise UserError(f"{folder / f'model_{start - 1:03d}.pt'} holds {len(states)} models, not {settings.ensemble}")
-    models = _build_models(spec, states, strategy.mc_dropout)
+    models = build_models(spec, states, strategy.mc_dropout)
 
     acquired = [
         np.searchsorted(ctx.split.pool_indices, storage.load_indices(folder / f"acquired_{b:03d}.npy"))
@@ -238,18 +265,20 @@ def run_active_learning(ctx: RunContext, settings: RunSettings, options: Acquisi
         storage.save_indices(folder / f"acquired_{iteration:03d}.npy", ctx.split.pool_indices[chosen])
         labelled = np.concatenate([labelled, chosen])
 
-        index = torch.from_numpy(labelled)
+        train_images, train_labels = _training_set(ctx, labelled, settings.train_on_validation)
         train_seconds = 0.0
         for member, model in enumerate(models):
             train_seconds += train_model(
-                model, ctx.pool.images[index], ctx.pool.labels[index], settings.schedule, spec.normalise,
+                model, train_images, train_labels, settings.schedule, spec.normalise,
                 torch_seed(seed, "train", iteration, member), ctx.device, ctx.progress,
                 description=f"train b={iteration}",
             )
-        record = _record(ctx, settings, iteration, len(labelled), models, acquire_seconds, train_seconds)
+        validation_labels = len(ctx.validation) if strategy.uses_validation_labels or settings.train_on_validation else 0
+        record = _record(ctx, settings, iteration, len(labelled), validation_labels, models, acquire_seconds, train_seconds)
         storage.save_checkpoint(folder / f"model_{iteration:03d}.pt", {"states": [m.state_dict() for m in models]})
         storage.append_jsonl(folder / "metrics.jsonl", record)
-        (folder / f"model_{iteration - 1:03d}.pt").unlink(missing_ok=True)
+        if iteration - 1 not in keep_checkpoints:
+            (folder / f"model_{iteration - 1:03d}.pt").unlink(missing_ok=True)
         records.append(record)
         ctx.log(
             f"[{spec.name} ir{ctx.protocol.imbalance:g} u{settings.unsupervised} {settings.method} run{ctx.run}] "
@@ -257,6 +286,54 @@ def run_active_learning(ctx: RunContext, settings: RunSettings, options: Acquisi
             f"minority={record['minority_acc']:.4f} acquire={acquire_seconds:.1f}s train={train_seconds:.1f}s"
         )
     return records
+
+
+ALL_TRAIN = "all-train"  # reference method: the whole pool labelled, trained once
+
+
+def run_all_train(ctx: RunContext, settings: RunSettings) -> list[dict]:
+    """Train on every pool image with its label (the "all-train" reference line of the plots)."""
+    folder = method_folder(ctx, settings)
+    with storage.exclusive(folder) as mine:
+        if not mine:
+            ctx.log(f"[{ctx.spec.name} run{ctx.run}] {folder} is being run by another process; skipped")
+            return _finished_records(folder)
+        return _run_all_train(ctx, settings, folder)
+
+
+def _run_all_train(ctx: RunContext, settings: RunSettings, folder: Path) -> list[dict]:
+    _check_settings(folder, settings)
+    records = _finished_records(folder)
+    if records:
+        return records
+    kind = INITIAL_KINDS[settings.unsupervised]
+    ensure_initial_models(ctx, settings.ensemble, kinds=(kind,))
+    states = [storage.load_checkpoint(initial_model_path(ctx, kind, m), "state") for m in range(settings.ensemble)]
+    models = build_models(ctx.spec, states, mc_dropout=False)
+    everything = np.arange(len(ctx.pool))
+    train_images, train_labels = _training_set(ctx, everything, settings.train_on_validation)
+    train_seconds = sum(
+        train_model(model, train_images, train_labels, settings.schedule, ctx.spec.normalise,
+                    torch_seed(ctx.protocol.seed, "train", ALL_TRAIN, member), ctx.device, ctx.progress,
+                    description=ALL_TRAIN)
+        for member, model in enumerate(models)
+    )
+    validation_labels = len(ctx.validation) if settings.train_on_validation else 0
+    record = _record(ctx, settings, 0, len(everything), validation_labels, models, 0.0, train_seconds)
+    storage.save_checkpoint(folder / "model_000.pt", {"states": [m.state_dict() for m in models]})
+    storage.append_jsonl(folder / "metrics.jsonl", record)
+    ctx.log(f"[{ctx.spec.name} ir{ctx.protocol.imbalance:g} {ALL_TRAIN} run{ctx.run}] labelled={len(everything)} "
+            f"acc={record['test_acc']:.4f} minority={record['minority_acc']:.4f} train={train_seconds:.1f}s")
+    return [record]
+
+
+def _training_set(ctx: RunContext, labelled: np.ndarray, with_validation: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    index = torch.from_numpy(labelled)
+    images, labels = ctx.pool.images[index], ctx.pool.labels[index]
+    if with_validation:
+        images = torch.cat([images, ctx.validation.images])
+        labels = torch.cat([labels, ctx.validation.labels])
+    return images, labels
 
 
 def _check_selection(chosen: np.ndarray, unlabelled: np.ndarray, budget: int, method: str) -> None:
@@ -267,8 +344,8 @@ def _check_selection(chosen: np.ndarray, unlabelled: np.ndarray, budget: int, me
 
 
 def _record(
-    ctx: RunContext, settings: RunSettings, iteration: int, labelled: int, models: list[nn.Module],
-    acquire_seconds: float, train_seconds: float,
+    ctx: RunContext, settings: RunSettings, iteration: int, labelled: int, validation_labels: int,
+    models: list[nn.Module], acquire_seconds: float, train_seconds: float,
 ) -> dict:
     probs = predict_probabilities(models, ctx.test.images, ctx.spec.normalise, ctx.device)
     report = accuracy_report(
@@ -283,6 +360,7 @@ def _record(
         "unsupervised": settings.unsupervised,
         "iteration": iteration,
         "labelled": labelled,
+        "validation_labels": validation_labels,
         **report,
         "acquire_seconds": round(acquire_seconds, 4),
         "train_seconds": round(train_seconds, 4),
@@ -291,4 +369,5 @@ def _record(
         "minority_classes": list(ctx.protocol.minority_classes),
         "pool_size": len(ctx.pool),
         "ensemble": settings.ensemble,
+        "train_on_validation": settings.train_on_validation,
     }

@@ -14,6 +14,7 @@ _LENET = dict(
     descriptor_layers=LENET_DESCRIPTOR_LAYERS,
     default_layer_set="l80",
     classifier="fc2",
+    penultimate="fc1",
     schedule=LENET_SCHEDULE,
     pretrain_schedule=LENET_ROTATION_SCHEDULE,
     top_k=32,

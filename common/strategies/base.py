@@ -53,6 +53,7 @@ class Strategy(ABC):
     """Chooses the next images to label."""
 
     mc_dropout: bool = False  # build the task model with its MC-dropout layers
+    uses_validation_labels: bool = False  # reads the labelled validation set (a labelling cost too)
 
     @abstractmethod
     def select(self, state: AcquisitionState) -> np.ndarray:

@@ -20,6 +20,8 @@ class FisherKernelStrategy(Strategy):
     pseudo_label: None for features only (paper R_z), else a key of gen_descr.PSEUDO_LABELS.
     """
 
+    uses_validation_labels = True
+
     def __init__(self, pseudo_label: str | None) -> None:
         self.pseudo_label = pseudo_label
 
