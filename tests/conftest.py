@@ -1,0 +1,97 @@
+"""Shared fixtures: the repository root, the embedded digits data loaded once, and CLI runners.
+
+The suite runs on 2 shared CPU cores: torch uses one thread here and in every subprocess, which
+is faster under contention and keeps in-process and subprocess runs numerically identical.
+"""
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")  # before torch is imported; inherited by subprocesses
+
+import runpy  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+from dataclasses import dataclass  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))
+
+import mnist  # noqa: E402,F401  (registers mnist, fashion-mnist, digits)
+from common.datasets import DATASETS  # noqa: E402
+from common.experiment import DatasetArrays  # noqa: E402
+
+torch.set_num_threads(1)
+
+# Small, fast settings shared by the end-to-end tests; on the CPU so results are comparable everywhere.
+FAST_FLAGS = ["--runs", "1", "--iterations", "2", "--budget", "10", "--epochs", "1", "--mc-samples", "3", "--quiet",
+              "--device", "cpu"]
+
+
+@pytest.fixture(scope="session")
+def repo_root() -> Path:
+    return REPO_ROOT
+
+
+@pytest.fixture(scope="session")
+def digits_spec():
+    return DATASETS.get("digits")
+
+
+@pytest.fixture(scope="session")
+def digits_data(digits_spec) -> DatasetArrays:
+    """The digits train and test splits, loaded once for the whole session."""
+    return DatasetArrays(train=digits_spec.load(None, True), test=digits_spec.load(None, False))
+
+
+@dataclass
+class Result:
+    """What a CLI run left behind, the same shape as subprocess.CompletedProcess."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def run_cli(*args, timeout: float = 300) -> subprocess.CompletedProcess:
+    """`python run.py ARGS` as a real subprocess in the repository root."""
+    return subprocess.run(
+        [sys.executable, "run.py", *map(str, args)], cwd=REPO_ROOT, capture_output=True, text=True, timeout=timeout,
+    )
+
+
+@pytest.fixture
+def run_main(monkeypatch, capsys):
+    """`python run.py ARGS` executed in this process (run.py's own __main__ block, no interpreter start).
+
+    An exception other than SystemExit escapes to the test: that is the traceback a user would see.
+    """
+
+    def run(*args) -> Result:
+        monkeypatch.setattr(sys, "argv", ["run.py", *map(str, args)])
+        monkeypatch.chdir(REPO_ROOT)
+        capsys.readouterr()
+        code = 0
+        try:
+            runpy.run_path(str(REPO_ROOT / "run.py"), run_name="__main__")
+        except SystemExit as exit_:
+            code = exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 1)
+        captured = capsys.readouterr()
+        return Result(returncode=code, stdout=captured.out, stderr=captured.err)
+
+    return run
+
+
+def assert_one_line_error(result) -> str:
+    """A user error: non-zero exit, exactly one non-empty stderr line, no traceback anywhere."""
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.returncode != 0, f"expected failure, got rc 0; stderr: {result.stderr}"
+    assert "Traceback" not in result.stderr and "Traceback" not in result.stdout, result.stderr
+    assert len(lines) == 1, f"expected one stderr line, got {len(lines)}:\n{result.stderr}"
+    assert "error" in lines[0].lower()
+    return lines[0]
