@@ -1,28 +1,31 @@
-"""Learning curves from the results of run.py (DESIGN.md results contract).
+"""Learning curves and label-savings tables from the results of run.py.
 
-Reads every metrics.jsonl under <out>/<dataset>/, groups the records by imbalance,
-unsupervised start and method, and draws mean +- 1 std over runs of test and minority-class
-accuracy against the number of labelled images.
+Reads every metrics.jsonl under <out>/<dataset>/ and, for each setting (imbalance, validation
+size, initial model), draws test, minority-class and balanced accuracy against labelled count
+(mean +- 1 std over runs, run counts in the legend), the all-train reference when it was run,
+and the label-savings table. Writes PNG + PDF plots, a CSV of the aggregated numbers and a
+Markdown table into <out>/<dataset>/plots/.
 """
 from __future__ import annotations
 
 import argparse
-import sys
-from collections import defaultdict
+import csv
 from pathlib import Path
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
 
-from common import storage  # noqa: E402
-from common.cli import DefaultsHelpFormatter, OneLineErrorParser  # noqa: E402
+from common.cli import DefaultsHelpFormatter, OneLineErrorParser, run_main  # noqa: E402
 from common.datasets import LOCAL_DATA  # noqa: E402
 from common.errors import UserError  # noqa: E402
+from common.reporting import (  # noqa: E402
+    ALL_TRAIN, Curve, aggregate, label_savings, load_records, safe_name, savings_markdown,
+)
 
-METRICS = (("test_acc", "test accuracy"), ("minority_acc", "minority-class accuracy"))
+METRICS = (("test_acc", "test accuracy"), ("minority_acc", "minority-class accuracy"),
+           ("balanced_acc", "balanced accuracy"))
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -30,59 +33,86 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--dataset", default="digits")
     parser.add_argument("--out", type=Path, default=LOCAL_DATA, help="results folder given to run.py (default: local_data/)")
     parser.add_argument("--imbalance", type=float, default=None, help="only this imbalance ratio")
+    parser.add_argument("--count-validation", action="store_true",
+                        help="x axis = pool labels + the validation labels a method used (FK, +trainval)")
+    parser.add_argument("--target", type=float, default=None,
+                        help="accuracy target of the label-savings table (default: best baseline at the final budget)")
     return parser
 
 
-def load_records(root: Path) -> list[dict]:
-    """Every record of every metrics.jsonl below root."""
-    return [record for path in sorted(root.rglob("metrics.jsonl")) for record in storage.read_jsonl(path)]
+def setting_stem(key: tuple, count_validation: bool) -> str:
+    imbalance, val_per_class, unsupervised = key
+    suffix = "_countval" if count_validation else ""
+    return safe_name(f"ir{imbalance:g}_val{val_per_class}_unsup{unsupervised}{suffix}")
 
 
-def curves(records: list[dict], metric: str) -> dict[tuple, dict[str, np.ndarray]]:
-    """(imbalance, unsupervised, method) -> labelled counts, mean, std and run count per count."""
-    grouped: dict[tuple, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
-    for record in records:
-        key = (record["imbalance"], record["unsupervised"], record["method"])
-        grouped[key][record["labelled"]].append(record[metric])
-    result = {}
-    for key, by_count in grouped.items():
-        counts = np.array(sorted(by_count))
-        values = [np.array(by_count[c], dtype=float) for c in counts]
-        result[key] = {
-            "labelled": counts,
-            "mean": np.array([np.nanmean(v) for v in values]),
-            "std": np.array([np.nanstd(v) for v in values]),
-            "runs": np.array([len(v) for v in values]),
-        }
-    return result
+def draw(setting: tuple, per_metric: dict[str, dict[str, Curve]], savings_text: str, title: str, x_name: str):
+    figure, axes = plt.subplots(1, len(METRICS), figsize=(6.2 * len(METRICS), 4.8))
+    for axis, (metric, metric_title) in zip(axes, METRICS):
+        for method, curve in sorted(per_metric[metric].items()):
+            if method == ALL_TRAIN:
+                axis.axhline(curve.mean[0], color="black", linestyle="--", linewidth=1,
+                             label=f"all-train {curve.mean[0]:.3f} ({curve.run_label()})")
+                continue
+            line = axis.plot(curve.x, curve.mean, marker="o", markersize=3, label=f"{method} ({curve.run_label()})")[0]
+            axis.fill_between(curve.x, curve.mean - curve.std, curve.mean + curve.std, color=line.get_color(), alpha=0.15)
+        axis.set_xlabel(x_name)
+        axis.set_ylabel(metric_title)
+        axis.grid(alpha=0.3)
+        axis.legend(fontsize=7, loc="lower right")
+    axes[0].text(0.02, 0.98, savings_text, transform=axes[0].transAxes, fontsize=6.5, va="top", family="monospace",
+                 bbox=dict(facecolor="white", alpha=0.85, edgecolor="0.8"))
+    figure.suptitle(title)
+    figure.tight_layout()
+    return figure
 
 
-def plot(records: list[dict], dataset: str, folder: Path) -> list[Path]:
-    """One PNG per (imbalance, unsupervised) with a panel per metric; returns the paths."""
+def write_csv(path: Path, per_setting: dict[tuple, dict[str, dict[str, Curve]]]) -> None:
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["imbalance", "val_per_class", "unsupervised", "method", "metric", "labels", "mean", "std", "runs"])
+        for (imbalance, val_per_class, unsupervised), per_metric in sorted(per_setting.items(), key=str):
+            for metric, curves in per_metric.items():
+                for method, curve in sorted(curves.items()):
+                    for x, mean, std, runs in zip(curve.x, curve.mean, curve.std, curve.runs):
+                        writer.writerow([f"{imbalance:g}", val_per_class, unsupervised, method, metric,
+                                         int(x), f"{mean:.6f}", f"{std:.6f}", int(runs)])
+
+
+def report(records: list[dict], dataset: str, folder: Path, count_validation: bool, target: float | None) -> list[Path]:
+    """Write every plot and table for `records`; returns the written paths."""
+    folder.mkdir(parents=True, exist_ok=True)
+    x_name = "labelled pool + validation images" if count_validation else "labelled pool images"
+    per_setting: dict[tuple, dict[str, dict[str, Curve]]] = {}
+    for metric, _ in METRICS:
+        for (*setting, method), curve in aggregate(records, metric, count_validation).items():
+            per_setting.setdefault(tuple(setting), {m: {} for m, _ in METRICS})[metric][method] = curve
     written = []
-    settings = sorted({(r["imbalance"], r["unsupervised"]) for r in records})
-    for imbalance, unsupervised in settings:
-        figure, axes = plt.subplots(1, len(METRICS), figsize=(6 * len(METRICS), 4.5))
-        for axis, (metric, title) in zip(axes, METRICS):
-            for (ir, unsup, method), curve in sorted(curves(records, metric).items()):
-                if (ir, unsup) != (imbalance, unsupervised):
-                    continue
-                label = f"{method} ({curve['runs'].min()} runs)"
-                line = axis.plot(curve["labelled"], curve["mean"], marker="o", markersize=3, label=label)[0]
-                axis.fill_between(curve["labelled"], curve["mean"] - curve["std"], curve["mean"] + curve["std"],
-                                  color=line.get_color(), alpha=0.15)
-            axis.set_xlabel("labelled pool images")
-            axis.set_ylabel(title)
-            axis.grid(alpha=0.3)
-            axis.legend(fontsize=8)
+    for setting, per_metric in sorted(per_setting.items(), key=str):
+        stem = setting_stem(setting, count_validation)
+        learning = {m: c for m, c in per_metric["test_acc"].items()}
+        try:
+            goal, best, rows = label_savings(learning, target)
+            table = savings_markdown(goal, best, rows, x_name)
+            short = "\n".join(f"{r.method[:14]:<14} {('%.0f' % r.labels) if r.labels else 'not reached':>11}"
+                              f"  {r.vs_random:>11} vs random" for r in rows)
+            box = f"labels to reach {goal:.3f}:\n{short}"
+        except ValueError as error:
+            table, box = f"No label-savings table: {error}.", ""
+        imbalance, val_per_class, unsupervised = setting
         start = "rotation-pretrained" if unsupervised else "random"
-        figure.suptitle(f"{dataset}, imbalance {imbalance:g}, {start} start")
-        figure.tight_layout()
-        path = folder / f"curves_ir{imbalance:g}_unsup{unsupervised}.png"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        figure.savefig(path, dpi=120)
+        title = f"{dataset}, imbalance {imbalance:g}, {val_per_class} validation images/class, {start} start"
+        figure = draw(setting, per_metric, box, title, x_name)
+        for suffix in (".png", ".pdf"):
+            figure.savefig(folder / f"curves_{stem}{suffix}", dpi=120)
+            written.append(folder / f"curves_{stem}{suffix}")
         plt.close(figure)
-        written.append(path)
+        markdown = folder / f"savings_{stem}.md"
+        markdown.write_text(f"# {title}\n\n{table}\n")
+        written.append(markdown)
+    csv_path = folder / ("curves_countval.csv" if count_validation else "curves.csv")
+    write_csv(csv_path, per_setting)
+    written.append(csv_path)
     return written
 
 
@@ -93,14 +123,9 @@ def main(args: argparse.Namespace) -> None:
         records = [r for r in records if r["imbalance"] == args.imbalance]
     if not records:
         raise UserError(f"no metrics.jsonl results under {root}; run run.py first")
-    for path in plot(records, args.dataset, root / "plots"):
+    for path in report(records, args.dataset, root / "plots", args.count_validation, args.target):
         print(path)
 
 
 if __name__ == "__main__":
-    arguments = get_args_parser().parse_args()
-    try:
-        main(arguments)
-    except UserError as error:
-        print(f"run_plot.py: error: {error}", file=sys.stderr)
-        sys.exit(2)
+    run_main(main, get_args_parser())

@@ -1,0 +1,167 @@
+"""Aggregation of results records into curves, and the label-savings computation.
+
+Pure functions over the metrics.jsonl records (DESIGN.md results contract), shared by
+run_plot.py and the benchmarks, so every number in a plot or table is computed one way.
+"""
+from __future__ import annotations
+
+import re
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from common import storage
+from common.strategies import STRATEGIES
+
+ALL_TRAIN = "all-train"
+
+
+def load_records(root: Path) -> list[dict]:
+    """Every record of every metrics.jsonl below `root`, in a stable order."""
+    return [record for path in sorted(root.rglob("metrics.jsonl")) for record in storage.read_jsonl(path)]
+
+
+def method_label(record: dict) -> str:
+    """The curve a record belongs to: its method, marked when it also trained on validation."""
+    return record["method"] + ("+trainval" if record.get("train_on_validation") else "")
+
+
+def setting_key(record: dict) -> tuple:
+    """What must match for curves to share a plot: imbalance, validation size, initial model."""
+    return (record["imbalance"], record.get("val_per_class"), record["unsupervised"])
+
+
+def uses_validation_labels(label: str) -> bool:
+    """Whether a curve's method consumed the labelled validation set (FK methods, +trainval)."""
+    method = label.removesuffix("+trainval")
+    return label.endswith("+trainval") or (method in STRATEGIES and STRATEGIES.get(method).uses_validation_labels)
+
+
+@dataclass
+class Curve:
+    """Mean and std over runs of one metric against the labelled count, with the run counts."""
+
+    x: np.ndarray  # labelled pool images (+ validation labels with count_validation)
+    mean: np.ndarray
+    std: np.ndarray
+    runs: np.ndarray  # how many runs contributed to each point
+
+    def run_label(self) -> str:
+        low, high = int(self.runs.min()), int(self.runs.max())
+        return f"{low} run{'s' if low != 1 else ''}" if low == high else f"{low}-{high} runs"
+
+
+def aggregate(records: list[dict], metric: str, count_validation: bool = False) -> dict[tuple, Curve]:
+    """(setting key..., method label) -> Curve of `metric` (NaN values ignored, never zero-filled)."""
+    grouped: dict[tuple, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for record in records:
+        x = record["labelled"] + (record.get("validation_labels", 0) if count_validation else 0)
+        value = record.get(metric)
+        if value is None:
+            continue
+        grouped[(*setting_key(record), method_label(record))][x].append(float(value))
+    curves = {}
+    for key, by_x in grouped.items():
+        xs = np.array(sorted(by_x))
+        values = [np.array(by_x[x]) for x in xs]
+        curves[key] = Curve(
+            x=xs,
+            mean=np.array([np.nanmean(v) if np.isfinite(v).any() else np.nan for v in values]),
+            std=np.array([np.nanstd(v) if np.isfinite(v).any() else np.nan for v in values]),
+            runs=np.array([len(v) for v in values]),
+        )
+    return curves
+
+
+def labels_to_reach(x: np.ndarray, accuracy: np.ndarray, target: float) -> float | None:
+    """Labels at which a curve first reaches `target`, linearly interpolated; None if never."""
+    known = np.isfinite(accuracy)  # a point no run could measure is skipped, not interpolated from
+    x, accuracy = np.asarray(x)[known], np.asarray(accuracy)[known]
+    for i, value in enumerate(accuracy):
+        if value >= target:
+            if i == 0:
+                return float(x[0])
+            x0, x1, y0, y1 = x[i - 1], x[i], accuracy[i - 1], accuracy[i]
+            return float(x0 + (target - y0) * (x1 - x0) / (y1 - y0))
+    return None
+
+
+@dataclass
+class Saving:
+    """One method's row of the label-savings table."""
+
+    method: str
+    labels: float | None  # labels needed to reach the target (None: never reached)
+    final_x: float  # the largest labelled count the method was run to
+    vs_random: str
+    vs_best_baseline: str
+
+
+def _saving_text(labels: float | None, reference: float | None, reference_final: float) -> str:
+    """Saving in % of labels against a reference; a lower bound if the reference never got there."""
+    if labels is None:
+        return "not reached"
+    if reference is None:
+        return f">= {100 * (1 - labels / reference_final):.0f}%"
+    return f"{100 * (1 - labels / reference):.0f}%"
+
+
+def label_savings(curves: dict[str, Curve], target: float | None = None) -> tuple[float, str, list[Saving]]:
+    """Labels each method needs to reach `target` and the saving against random and the best
+    baseline (a method that uses no validation labels).
+
+    The default target is the best baseline's mean accuracy at its final labelled count.
+    Returns (target, best baseline's name, rows sorted by labels needed).
+    """
+    baselines = {m: c for m, c in curves.items() if m != ALL_TRAIN and not uses_validation_labels(m)}
+    best = max(baselines, key=lambda m: baselines[m].mean[-1]) if baselines else None
+    if target is None:
+        if best is None:
+            raise ValueError("no baseline curve to take the target from; pass a target")
+        target = float(baselines[best].mean[-1])
+
+    def needed(method: str) -> float | None:
+        return labels_to_reach(curves[method].x, curves[method].mean, target) if method in curves else None
+
+    rows = []
+    for method, curve in curves.items():
+        if method == ALL_TRAIN:
+            continue
+        labels = needed(method)
+        vs_random = (_saving_text(labels, needed("random"), curves["random"].x[-1])
+                     if "random" in curves and method != "random" else "-")
+        vs_best = (_saving_text(labels, needed(best), curves[best].x[-1])
+                   if best is not None and method != best else "-")
+        rows.append(Saving(method, labels, float(curve.x[-1]), vs_random, vs_best))
+    rows.sort(key=lambda row: (row.labels is None, row.labels or 0.0, row.method))
+    return target, best or "-", rows
+
+
+def savings_markdown(target: float, best: str, rows: list[Saving], x_name: str) -> str:
+    """The label-savings table as Markdown."""
+    lines = [
+        f"Target test accuracy {target:.4f} (best baseline: {best}); {x_name}.",
+        "",
+        "| method | labels to reach target | saving vs random | saving vs best baseline |",
+        "|---|---|---|---|",
+    ]
+    for row in rows:
+        labels = f"{row.labels:.0f}" if row.labels is not None else f"not reached by {row.final_x:.0f}"
+        lines.append(f"| {row.method} | {labels} | {row.vs_random} | {row.vs_best_baseline} |")
+    return "\n".join(lines)
+
+
+def confusion_matrix(predicted: np.ndarray, truth: np.ndarray, num_classes: int) -> np.ndarray:
+    """Row-normalised confusion matrix [C, C]: row t is the distribution of predictions for
+    true class t (a class absent from `truth` gets a row of zeros)."""
+    counts = np.zeros((num_classes, num_classes), dtype=np.float64)
+    np.add.at(counts, (np.asarray(truth), np.asarray(predicted)), 1.0)
+    totals = counts.sum(axis=1, keepdims=True)
+    return np.divide(counts, totals, out=np.zeros_like(counts), where=totals > 0)
+
+
+def safe_name(text: str) -> str:
+    """A file name made only of letters, digits, '.', '_' and '-' (safe on every file system)."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_") or "unnamed"

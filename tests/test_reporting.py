@@ -1,0 +1,497 @@
+"""Reporting: curve aggregation, labels-to-reach and label savings, confusion matrices, file names,
+and run_plot.py on small synthetic results trees whose numbers are known in advance."""
+from __future__ import annotations
+
+import csv
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import REPO_ROOT, assert_one_line_error
+from common.reporting import (
+    ALL_TRAIN, aggregate, confusion_matrix, label_savings, labels_to_reach, load_records, method_label, safe_name,
+    savings_markdown, uses_validation_labels,
+)
+
+SAFE = re.compile(r"^[A-Za-z0-9_.-]+$")
+X = [100, 200, 300]
+
+
+def record(method: str, run: int, iteration: int, labelled: int, test_acc: float, *, validation_labels: int = 0,
+           imbalance: float = 100, val_per_class: int = 10, unsupervised: int = 0, train_on_validation: bool = False,
+           minority_acc: float | None = None, balanced_acc: float | None = None) -> dict:
+    """A metrics.jsonl record with the DESIGN.md fields."""
+    return {
+        "dataset": "toy", "imbalance": imbalance, "val_per_class": val_per_class, "unsupervised": unsupervised,
+        "method": method, "run": run, "iteration": iteration, "labelled": labelled,
+        "validation_labels": validation_labels, "test_acc": test_acc,
+        "minority_acc": test_acc - 0.25 if minority_acc is None else minority_acc,
+        "balanced_acc": test_acc - 0.125 if balanced_acc is None else balanced_acc,
+        "train_on_validation": train_on_validation,
+    }
+
+
+def curve_records(method: str, accuracies: list[float], run: int = 0, **kwargs) -> list[dict]:
+    return [record(method, run, i, x, acc, **kwargs) for i, (x, acc) in enumerate(zip(X, accuracies))]
+
+
+def test_curve_records_have_every_design_field():
+    assert set(record("random", 0, 0, 100, 0.5)) == {
+        "dataset", "imbalance", "val_per_class", "unsupervised", "method", "run", "iteration", "labelled",
+        "validation_labels", "test_acc", "minority_acc", "balanced_acc", "train_on_validation",
+    }
+
+
+# ---------------------------------------------------------------------------------------- labels_to_reach
+
+
+@pytest.mark.parametrize("target, expected", [
+    (0.8, 250.0),  # halfway between 0.7 at 200 and 0.9 at 300
+    (0.6, 150.0),
+    (0.7, 200.0),  # exactly on a point
+    (0.9, 300.0),  # exactly the last point
+    (0.5, 100.0),  # already at the first point
+    (0.3, 100.0),  # below the first point: the first point, no extrapolation
+])
+def test_labels_to_reach_interpolates_linearly(target, expected):
+    result = labels_to_reach(np.array(X), np.array([0.5, 0.7, 0.9]), target)
+    assert isinstance(result, float)
+    assert result == pytest.approx(expected)
+
+
+def test_labels_to_reach_returns_none_when_never_reached():
+    assert labels_to_reach(np.array(X), np.array([0.5, 0.7, 0.9]), 0.95) is None
+    assert labels_to_reach(np.array([100]), np.array([0.5]), 0.6) is None
+
+
+def test_labels_to_reach_takes_the_first_crossing_of_a_non_monotone_curve():
+    x = np.array([100, 200, 300, 400, 500])
+    accuracy = np.array([0.5, 0.9, 0.6, 0.95, 0.7])
+    # 0.8 is crossed between 100 and 200 (at 175), again between 300 and 400: the first one counts.
+    assert labels_to_reach(x, accuracy, 0.8) == pytest.approx(175.0)
+    # 0.92 is only reached at the fourth point, interpolated from the dip at 300.
+    assert labels_to_reach(x, accuracy, 0.92) == pytest.approx(300 + (0.92 - 0.6) / (0.95 - 0.6) * 100)
+
+
+# ----------------------------------------------------------------------------------------- label savings
+
+
+def three_curves(**kwargs) -> dict:
+    """random never reaches entropy's final 0.7; entropy needs 300 labels; fk-nn needs 200."""
+    records = (curve_records("random", [0.4, 0.5, 0.6]) + curve_records("entropy", [0.5, 0.6, 0.7])
+               + curve_records("fk-nn", [0.6, 0.7, 0.8], validation_labels=100))
+    curves = aggregate(records, "test_acc", **kwargs)
+    assert set(curves) == {(100, 10, 0, "random"), (100, 10, 0, "entropy"), (100, 10, 0, "fk-nn")}
+    return {key[-1]: curve for key, curve in curves.items()}
+
+
+def test_label_savings_default_target_is_the_best_baseline_final_accuracy():
+    target, best, rows = label_savings(three_curves())
+    assert target == pytest.approx(0.7)
+    assert best == "entropy"  # fk-nn is higher but uses validation labels: not a baseline
+    assert [row.method for row in rows] == ["fk-nn", "entropy", "random"]  # by labels needed, never-reached last
+    fk, entropy, random_ = rows
+    assert fk.labels == pytest.approx(200.0)
+    assert fk.vs_best_baseline == "33%"  # 1 - 200/300
+    assert fk.vs_random == ">= 33%"  # random never got there: a lower bound from its final 300 labels
+    assert entropy.labels == pytest.approx(300.0)
+    assert entropy.vs_best_baseline == "-"
+    assert entropy.vs_random == ">= 0%"
+    assert random_.labels is None
+    assert random_.vs_random == "-"
+    assert random_.vs_best_baseline == "not reached"
+    assert [row.final_x for row in rows] == [300.0, 300.0, 300.0]
+
+
+def test_label_savings_explicit_target():
+    target, best, rows = label_savings(three_curves(), target=0.55)
+    assert target == 0.55
+    assert best == "entropy"
+    assert [(row.method, row.labels) for row in rows] == [
+        ("fk-nn", pytest.approx(100.0)), ("entropy", pytest.approx(150.0)), ("random", pytest.approx(250.0)),
+    ]
+    by_method = {row.method: row for row in rows}
+    assert by_method["fk-nn"].vs_random == "60%"  # 1 - 100/250
+    assert by_method["fk-nn"].vs_best_baseline == "33%"  # 1 - 100/150
+    assert by_method["entropy"].vs_random == "40%"  # 1 - 150/250
+    assert by_method["random"].vs_best_baseline == "-67%"  # random needs more labels than entropy
+
+
+def test_label_savings_unreachable_target_and_no_baseline():
+    _, _, rows = label_savings(three_curves(), target=0.99)
+    assert [row.labels for row in rows] == [None, None, None]
+    assert [row.method for row in rows] == ["entropy", "fk-nn", "random"]  # ties broken by name
+    fk_only = {"fk-nn": three_curves()["fk-nn"]}
+    with pytest.raises(ValueError, match="no baseline"):
+        label_savings(fk_only)
+    target, best, rows = label_savings(fk_only, target=0.75)
+    assert (target, best) == (0.75, "-")
+    assert rows[0].labels == pytest.approx(250.0) and rows[0].vs_random == "-" and rows[0].vs_best_baseline == "-"
+
+
+def test_label_savings_ignores_the_all_train_reference():
+    curves = three_curves()
+    all_train = aggregate([record(ALL_TRAIN, 0, 0, 1000, 0.95)], "test_acc")
+    curves[ALL_TRAIN] = next(iter(all_train.values()))
+    target, best, rows = label_savings(curves)
+    assert (target, best) == (pytest.approx(0.7), "entropy")  # all-train's 0.95 is not the target
+    assert ALL_TRAIN not in [row.method for row in rows]
+
+
+def test_savings_markdown_table():
+    target, best, rows = label_savings(three_curves())
+    text = savings_markdown(target, best, rows, "labelled pool images")
+    lines = text.splitlines()
+    assert lines[0] == "Target test accuracy 0.7000 (best baseline: entropy); labelled pool images."
+    assert lines[2] == "| method | labels to reach target | saving vs random | saving vs best baseline |"
+    assert lines[4:] == [
+        "| fk-nn | 200 | >= 33% | 33% |",
+        "| entropy | 300 | >= 0% | - |",
+        "| random | not reached by 300 | - | not reached |",
+    ]
+
+
+# --------------------------------------------------------------------------------------------- aggregate
+
+
+def test_aggregate_mean_and_population_std_over_runs():
+    records = [record("random", 0, 0, 100, 0.5), record("random", 1, 0, 100, 0.7),
+               record("random", 0, 1, 200, 0.6), record("random", 1, 1, 200, 0.6)]
+    curves = aggregate(records, "test_acc")
+    assert list(curves) == [(100, 10, 0, "random")]
+    curve = curves[(100, 10, 0, "random")]
+    np.testing.assert_array_equal(curve.x, [100, 200])
+    np.testing.assert_allclose(curve.mean, [0.6, 0.6])
+    np.testing.assert_allclose(curve.std, [0.1, 0.0], atol=1e-12)  # ddof=0, not the sample std 0.1414
+    np.testing.assert_array_equal(curve.runs, [2, 2])
+    assert curve.run_label() == "2 runs"
+    minority = aggregate(records, "minority_acc")[(100, 10, 0, "random")]
+    np.testing.assert_allclose(minority.mean, [0.35, 0.35])
+
+
+def test_aggregate_partial_results_are_not_zero_filled():
+    records = [record("entropy", run, 0, 100, 0.5 + 0.1 * run) for run in range(3)]  # 3 runs at 100
+    records += [record("entropy", run, 1, 200, 0.8) for run in range(2)]  # only 2 runs got to 200
+    records += [record("random", 0, 0, 100, 0.4), record("random", 0, 2, 300, 0.6)]  # run 0 lacks 200
+    curves = aggregate(records, "test_acc")
+    entropy = curves[(100, 10, 0, "entropy")]
+    np.testing.assert_array_equal(entropy.x, [100, 200])
+    np.testing.assert_array_equal(entropy.runs, [3, 2])
+    np.testing.assert_allclose(entropy.mean, [0.6, 0.8])  # the 200 point averages 2 runs, no zeros
+    assert entropy.run_label() == "2-3 runs"
+    random_ = curves[(100, 10, 0, "random")]
+    np.testing.assert_array_equal(random_.x, [100, 300])  # the missing point is absent, not 0
+    np.testing.assert_allclose(random_.mean, [0.4, 0.6])
+    assert random_.run_label() == "1 run"
+
+
+def test_aggregate_skips_missing_values_and_separates_settings():
+    records = [record("random", 0, 0, 100, 0.5), record("random", 0, 0, 100, 0.9, imbalance=10),
+               record("random", 0, 0, 100, 0.7, unsupervised=1), record("random", 0, 0, 100, 0.3, val_per_class=5)]
+    records.append({**record("random", 1, 0, 100, 0.5), "test_acc": None})  # not recorded: ignored
+    curves = aggregate(records, "test_acc")
+    assert {key: (curve.mean.tolist(), curve.runs.tolist()) for key, curve in curves.items()} == {
+        (100, 10, 0, "random"): ([0.5], [1]),
+        (10, 10, 0, "random"): ([0.9], [1]),
+        (100, 10, 1, "random"): ([0.7], [1]),
+        (100, 5, 0, "random"): ([0.3], [1]),
+    }
+
+
+def test_aggregate_count_validation_shifts_only_methods_with_validation_labels():
+    records = (curve_records("random", [0.4, 0.5, 0.6])
+               + curve_records("fk-nn", [0.6, 0.7, 0.8], validation_labels=100))
+    plain = aggregate(records, "test_acc")
+    counted = aggregate(records, "test_acc", count_validation=True)
+    np.testing.assert_array_equal(plain[(100, 10, 0, "fk-nn")].x, [100, 200, 300])
+    np.testing.assert_array_equal(counted[(100, 10, 0, "fk-nn")].x, [200, 300, 400])
+    np.testing.assert_array_equal(counted[(100, 10, 0, "random")].x, [100, 200, 300])
+    np.testing.assert_allclose(counted[(100, 10, 0, "fk-nn")].mean, [0.6, 0.7, 0.8])
+
+
+def test_aggregate_train_on_validation_is_its_own_curve():
+    records = (curve_records("random", [0.4, 0.5, 0.6])
+               + curve_records("random", [0.5, 0.6, 0.7], train_on_validation=True, validation_labels=100))
+    curves = aggregate(records, "test_acc", count_validation=True)
+    assert set(curves) == {(100, 10, 0, "random"), (100, 10, 0, "random+trainval")}
+    np.testing.assert_allclose(curves[(100, 10, 0, "random")].mean, [0.4, 0.5, 0.6])
+    np.testing.assert_array_equal(curves[(100, 10, 0, "random+trainval")].x, [200, 300, 400])
+
+
+def test_method_label_and_uses_validation_labels():
+    assert method_label({"method": "entropy"}) == "entropy"
+    assert method_label({"method": "entropy", "train_on_validation": False}) == "entropy"
+    assert method_label({"method": "entropy", "train_on_validation": True}) == "entropy+trainval"
+    assert uses_validation_labels("fk-nn") and uses_validation_labels("fk-oracle")
+    assert uses_validation_labels("entropy+trainval") and uses_validation_labels("fk-nn+trainval")
+    assert not uses_validation_labels("random")
+    assert not uses_validation_labels("entropy")
+    assert not uses_validation_labels(ALL_TRAIN)
+    assert not uses_validation_labels("no-such-method")
+
+
+def test_train_on_validation_baseline_is_not_the_best_baseline():
+    records = (curve_records("random", [0.4, 0.5, 0.6])
+               + curve_records("random", [0.7, 0.8, 0.9], train_on_validation=True, validation_labels=100))
+    curves = {key[-1]: c for key, c in aggregate(records, "test_acc").items()}
+    target, best, rows = label_savings(curves)
+    assert (target, best) == (pytest.approx(0.6), "random")
+    assert [(row.method, row.labels, row.vs_random, row.vs_best_baseline) for row in rows] == [
+        ("random+trainval", pytest.approx(100.0), "67%", "67%"),  # 1 - 100/300
+        ("random", pytest.approx(300.0), "-", "-"),
+    ]
+
+
+# -------------------------------------------------------------------------------------- confusion matrix
+
+
+def test_confusion_matrix_known_example():
+    truth = np.array([0, 0, 0, 0, 1, 1, 3])
+    predicted = np.array([0, 0, 0, 1, 1, 3, 3])
+    matrix = confusion_matrix(predicted, truth, 4)
+    np.testing.assert_allclose(matrix, [
+        [0.75, 0.25, 0.0, 0.0],
+        [0.0, 0.5, 0.0, 0.5],
+        [0.0, 0.0, 0.0, 0.0],  # class 2 never occurs in truth: a row of zeros, not NaN
+        [0.0, 0.0, 0.0, 1.0],
+    ])
+    assert matrix.shape == (4, 4)
+    np.testing.assert_allclose(matrix.sum(axis=1), [1, 1, 0, 1])
+
+
+def test_confusion_matrix_rows_sum_to_one_on_random_predictions():
+    rng = np.random.default_rng(0)
+    truth = rng.integers(0, 10, 500)
+    predicted = rng.integers(0, 10, 500)
+    matrix = confusion_matrix(predicted, truth, 10)
+    present = np.isin(np.arange(10), truth)
+    np.testing.assert_allclose(matrix.sum(axis=1)[present], 1.0)
+    counts = np.zeros((10, 10))
+    for t, p in zip(truth, predicted):
+        counts[t, p] += 1
+    np.testing.assert_allclose(matrix, counts / counts.sum(axis=1, keepdims=True))
+    assert np.isfinite(matrix).all()
+
+
+# ---------------------------------------------------------------------------------------------- safe_name
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("a/b:c*d?.png", "a_b_c_d_.png"),
+    ("ir100_val10_unsup0", "ir100_val10_unsup0"),
+    ("ir0.5_val10", "ir0.5_val10"),
+    ('x<y>z|"w\\v', "x_y_z_w_v"),
+    ("  spaces and tabs\t", "spaces_and_tabs"),
+    ("/leading/", "leading"),
+    ("///", "unnamed"),
+    ("", "unnamed"),
+    ("é-ü", "-"),
+])
+def test_safe_name(text, expected):
+    name = safe_name(text)
+    assert name == expected
+    assert SAFE.match(name)
+
+
+# ----------------------------------------------------------------------------------- run_plot on a tree
+
+POOL = 1000
+# (method, run) -> test accuracies at 100, 200, 300 labelled images
+TREE = {
+    ("random", 0): [0.3, 0.5, 0.6], ("random", 1): [0.5, 0.5, 0.6],  # mean 0.4/0.5/0.6, std 0.1 at 100
+    ("entropy", 0): [0.5, 0.6, 0.7], ("entropy", 1): [0.5, 0.6, 0.7],
+    ("fk-nn", 0): [0.55, 0.65, 0.75], ("fk-nn", 1): [0.65, 0.75, 0.85],  # mean 0.6/0.7/0.8, std 0.05
+}
+
+
+def write_tree(out: Path, dataset: str = "toy") -> Path:
+    for (method, run), accuracies in TREE.items():
+        folder = out / dataset / "ir100_val10" / f"run{run}" / "unsup0" / method
+        folder.mkdir(parents=True)
+        validation = 100 if method.startswith("fk-") else 0
+        lines = [json.dumps(r) for r in curve_records(method, accuracies, run=run, validation_labels=validation)]
+        (folder / "metrics.jsonl").write_text("\n".join(lines) + "\n")
+    for run in (0, 1):
+        folder = out / dataset / "ir100_val10" / f"run{run}" / "unsup0" / ALL_TRAIN
+        folder.mkdir(parents=True)
+        (folder / "metrics.jsonl").write_text(json.dumps(record(ALL_TRAIN, run, 0, POOL, 0.95)) + "\n")
+    return out / dataset / "plots"
+
+
+def run_plot(*args) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "run_plot.py", *map(str, args)], cwd=REPO_ROOT, capture_output=True,
+                          text=True, timeout=120)
+
+
+def csv_rows(path: Path) -> dict[tuple, dict]:
+    with path.open() as handle:
+        rows = list(csv.DictReader(handle))
+    table = {(r["method"], r["metric"], int(r["labels"])): r for r in rows}
+    assert len(table) == len(rows)  # one row per (method, metric, labels)
+    return table
+
+
+@pytest.fixture(scope="module")
+def plotted(tmp_path_factory):
+    """run_plot.py --dataset toy on the synthetic tree, once for the module."""
+    out = tmp_path_factory.mktemp("results")
+    plots = write_tree(out)
+    result = run_plot("--dataset", "toy", "--out", out)
+    return out, plots, result
+
+
+def test_run_plot_writes_plots_csv_and_markdown(plotted):
+    _, plots, result = plotted
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr
+    names = sorted(p.name for p in plots.iterdir())
+    assert names == ["curves.csv", "curves_ir100_val10_unsup0.pdf", "curves_ir100_val10_unsup0.png",
+                     "savings_ir100_val10_unsup0.md"]
+    assert all(SAFE.match(name) for name in names)
+    png, pdf = plots / "curves_ir100_val10_unsup0.png", plots / "curves_ir100_val10_unsup0.pdf"
+    assert png.stat().st_size > 1000 and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert pdf.stat().st_size > 1000 and pdf.read_bytes()[:5] == b"%PDF-"
+    printed = [Path(line) for line in result.stdout.splitlines()]
+    assert sorted(p.name for p in printed) == names  # every written file is printed
+
+
+def test_run_plot_csv_numbers(plotted):
+    _, plots, _ = plotted
+    table = csv_rows(plots / "curves.csv")
+    assert len(table) == 3 * (3 * 3 + 1)  # 3 metrics x (3 methods x 3 counts + all-train)
+    row = table[("fk-nn", "test_acc", 200)]
+    assert (row["imbalance"], row["val_per_class"], row["unsupervised"]) == ("100", "10", "0")
+    assert (row["mean"], row["std"], row["runs"]) == ("0.700000", "0.050000", "2")
+    row = table[("random", "test_acc", 100)]
+    assert (row["mean"], row["std"], row["runs"]) == ("0.400000", "0.100000", "2")
+    row = table[("random", "minority_acc", 100)]
+    assert (row["mean"], row["std"]) == ("0.150000", "0.100000")
+    row = table[("entropy", "balanced_acc", 300)]
+    assert (row["mean"], row["std"], row["runs"]) == ("0.575000", "0.000000", "2")
+    row = table[(ALL_TRAIN, "test_acc", POOL)]
+    assert (row["mean"], row["std"], row["runs"]) == ("0.950000", "0.000000", "2")
+    assert not [key for key in table if key[0] == "fk-nn" and key[2] == 400]  # no validation shift by default
+
+
+def test_run_plot_savings_markdown(plotted):
+    _, plots, _ = plotted
+    text = (plots / "savings_ir100_val10_unsup0.md").read_text()
+    assert text.startswith("# toy, imbalance 100, 10 validation images/class, random start\n")
+    assert "Target test accuracy 0.7000 (best baseline: entropy); labelled pool images." in text
+    table = [line for line in text.splitlines() if line.startswith("| ") and not line.startswith("| method")]
+    assert table == [
+        "| fk-nn | 200 | >= 33% | 33% |",
+        "| entropy | 300 | >= 0% | - |",
+        "| random | not reached by 300 | - | not reached |",
+    ]
+
+
+def test_run_plot_count_validation(tmp_path):
+    plots = write_tree(tmp_path)
+    result = run_plot("--dataset", "toy", "--out", tmp_path, "--count-validation")
+    assert result.returncode == 0, result.stderr
+    names = sorted(p.name for p in plots.iterdir())
+    assert names == ["curves_countval.csv", "curves_ir100_val10_unsup0_countval.pdf",
+                     "curves_ir100_val10_unsup0_countval.png", "savings_ir100_val10_unsup0_countval.md"]
+    assert all((plots / name).stat().st_size > 0 for name in names)
+    table = csv_rows(plots / "curves_countval.csv")
+    assert sorted(x for method, metric, x in table if method == "fk-nn" and metric == "test_acc") == [200, 300, 400]
+    assert sorted(x for method, metric, x in table if method == "entropy" and metric == "test_acc") == [100, 200, 300]
+    row = table[("fk-nn", "test_acc", 300)]  # the 200-label point moved by the 100 validation labels
+    assert (row["mean"], row["std"], row["runs"]) == ("0.700000", "0.050000", "2")
+    text = (plots / "savings_ir100_val10_unsup0_countval.md").read_text()
+    assert "Target test accuracy 0.7000 (best baseline: entropy); labelled pool + validation images." in text
+    assert "| fk-nn | 300 | >= 0% | 0% |" in text  # 300 labels in all, the same as entropy's
+
+
+def test_report_explicit_target(tmp_path):
+    import run_plot as run_plot_module
+
+    write_tree(tmp_path)
+    records = load_records(tmp_path / "toy")
+    assert len(records) == 6 * 3 + 2
+    written = run_plot_module.report(records, "toy", tmp_path / "plots", False, 0.65)
+    assert sorted(p.name for p in written) == ["curves.csv", "curves_ir100_val10_unsup0.pdf",
+                                               "curves_ir100_val10_unsup0.png", "savings_ir100_val10_unsup0.md"]
+    assert all(p.exists() and p.stat().st_size > 0 for p in written)
+    text = (tmp_path / "plots" / "savings_ir100_val10_unsup0.md").read_text()
+    assert "Target test accuracy 0.6500 (best baseline: entropy)" in text
+    table = [line for line in text.splitlines() if line.startswith("| ") and not line.startswith("| method")]
+    assert table == [
+        "| fk-nn | 150 | >= 50% | 40% |",  # 1 - 150/300, 1 - 150/250
+        "| entropy | 250 | >= 17% | - |",  # 1 - 250/300
+        "| random | not reached by 300 | - | not reached |",
+    ]
+
+
+def test_report_without_a_baseline_writes_a_note(tmp_path):
+    import run_plot as run_plot_module
+
+    records = curve_records("fk-nn", [0.6, 0.7, 0.8], validation_labels=100) + [record(ALL_TRAIN, 0, 0, POOL, 0.9)]
+    run_plot_module.report(records, "toy", tmp_path, False, None)
+    text = (tmp_path / "savings_ir100_val10_unsup0.md").read_text()
+    assert "No label-savings table: no baseline curve to take the target from; pass a target." in text
+
+
+def test_report_one_file_set_per_setting_with_safe_names(tmp_path):
+    import run_plot as run_plot_module
+
+    records = (curve_records("random", [0.4, 0.5, 0.6], imbalance=0.5)
+               + curve_records("random", [0.4, 0.5, 0.6], imbalance=100, unsupervised=1))
+    written = run_plot_module.report(records, "a/b:c", tmp_path, False, None)
+    names = sorted(p.name for p in written)
+    assert names == ["curves.csv",
+                     "curves_ir0.5_val10_unsup0.pdf", "curves_ir0.5_val10_unsup0.png",
+                     "curves_ir100_val10_unsup1.pdf", "curves_ir100_val10_unsup1.png",
+                     "savings_ir0.5_val10_unsup0.md", "savings_ir100_val10_unsup1.md"]
+    assert all(SAFE.match(name) for name in names)
+    assert "rotation-pretrained start" in (tmp_path / "savings_ir100_val10_unsup1.md").read_text()
+
+
+def test_run_plot_partial_results_count_runs(tmp_path):
+    out = tmp_path / "out"
+    plots = write_tree(out)
+    # a third random run that stopped after its first iteration
+    folder = out / "toy" / "ir100_val10" / "run2" / "unsup0" / "random"
+    folder.mkdir(parents=True)
+    (folder / "metrics.jsonl").write_text(json.dumps(record("random", 2, 0, 100, 0.7)) + "\n")
+    result = run_plot("--dataset", "toy", "--out", out)
+    assert result.returncode == 0, result.stderr
+    table = csv_rows(plots / "curves.csv")
+    assert [table[("random", "test_acc", x)]["runs"] for x in X] == ["3", "2", "2"]
+    assert table[("random", "test_acc", 100)]["mean"] == "0.500000"  # (0.3 + 0.5 + 0.7) / 3
+    assert table[("random", "test_acc", 200)]["mean"] == "0.500000"  # not pulled down by a zero
+
+
+def test_run_plot_empty_results_is_a_one_line_error(tmp_path):
+    (tmp_path / "toy").mkdir()
+    result = run_plot("--dataset", "toy", "--out", tmp_path)
+    line = assert_one_line_error(result)
+    assert result.returncode == 2
+    assert "no metrics.jsonl results" in line
+    assert not (tmp_path / "toy" / "plots").exists()
+    missing = run_plot("--dataset", "nothing-here", "--out", tmp_path)  # not even the dataset folder
+    assert missing.returncode == 2
+    assert "no metrics.jsonl results" in assert_one_line_error(missing)
+
+
+def test_run_plot_imbalance_filter_leaving_nothing_is_a_one_line_error(tmp_path):
+    write_tree(tmp_path)
+    result = run_plot("--dataset", "toy", "--out", tmp_path, "--imbalance", "7")
+    assert result.returncode == 2
+    assert "no metrics.jsonl results" in assert_one_line_error(result)
+
+
+def test_run_plot_corrupted_results_is_a_one_line_error(tmp_path):
+    write_tree(tmp_path)
+    path = tmp_path / "toy" / "ir100_val10" / "run0" / "unsup0" / "random" / "metrics.jsonl"
+    path.write_text(path.read_text() + '{"method": "random", "labe\n')
+    result = run_plot("--dataset", "toy", "--out", tmp_path)
+    assert result.returncode == 2
+    line = assert_one_line_error(result)
+    assert "corrupted" in line and "line 4" in line
