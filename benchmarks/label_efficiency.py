@@ -19,7 +19,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from run_plot import curves, load_records  # noqa: E402
+from common.reporting import aggregate, load_records  # noqa: E402
 
 DEFAULT_METHODS = "random,entropy,var-ratio-mc,fk-features,fk-nn"
 
@@ -36,6 +36,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--unsupervised", default="0")
     parser.add_argument("--out", type=Path, default=REPO / "local_data" / "bench")
     parser.add_argument("--data-root", default=None)
+    parser.add_argument("--threads", default="1", help="CPU threads per process (1: robust on a shared machine)")
     return parser
 
 
@@ -44,6 +45,7 @@ def run_experiments(args: argparse.Namespace) -> None:
         sys.executable, str(REPO / "run.py"), "--dataset", args.dataset, "--imbalance", args.imbalance,
         "--runs", str(args.runs), "--iterations", str(args.iterations), "--budget", str(args.budget),
         "--methods", args.methods, "--unsupervised", args.unsupervised, "--out", str(args.out),
+        "--threads", args.threads,
     ]
     if args.epochs:
         command += ["--epochs", str(args.epochs)]
@@ -54,19 +56,19 @@ def run_experiments(args: argparse.Namespace) -> None:
 
 def table(records: list[dict], methods: list[str], metric: str, title: str) -> str:
     """Markdown table: one row per labelled count, mean +- std over runs for each method."""
-    by_method = {key[2]: curve for key, curve in curves(records, metric).items()}
-    counts = sorted({int(c) for curve in by_method.values() for c in curve["labelled"]})
+    by_method = {key[-1]: curve for key, curve in aggregate(records, metric).items()}
+    counts = sorted({int(c) for curve in by_method.values() for c in curve.x})
     lines = [f"| {title} | " + " | ".join(methods) + " |", "|---" * (len(methods) + 1) + "|"]
     for count in counts:
         cells = []
         for method in methods:
             curve = by_method.get(method)
-            where = np.flatnonzero(curve["labelled"] == count) if curve else []
+            where = np.flatnonzero(curve.x == count) if curve else []
             if len(where) == 0:
                 cells.append("-")
                 continue
             i = where[0]
-            cells.append(f"{curve['mean'][i]:.3f} ± {curve['std'][i]:.3f}")
+            cells.append(f"{curve.mean[i]:.3f} ± {curve.std[i]:.3f}")
         lines.append(f"| {count} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
