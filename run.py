@@ -73,7 +73,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     system = parser.add_argument_group("system")
     system.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
                         help="auto: the GPU when PyTorch sees one, else the CPU")
-    system.add_argument("--batch-size", type=positive_int, default=512, help="inference batch size")
+    system.add_argument("--batch-size", type=positive_int, default=None,
+                        help="inference and descriptor batch size (default: the dataset's; LeNet 2048)")
     system.add_argument("--threads", type=positive_int, default=None,
                         help="CPU threads for PyTorch and FAISS (default: all cores; 1 is best when several runs share a machine)")
     system.add_argument("--quiet", action="store_true", help="no progress bars or per-iteration lines")
@@ -143,7 +144,7 @@ def main(args: argparse.Namespace) -> None:
     log = (lambda _line: None) if args.quiet else (lambda line: print(line, flush=True))
     options = AcquisitionOptions(
         device=device, mc_samples=args.mc_samples, descriptor_layers=descriptor_layers(spec, args.descriptor_layers),
-        top_k=args.top_k or spec.top_k, batch_size=args.batch_size, progress=progress,
+        top_k=args.top_k or spec.top_k, batch_size=args.batch_size or spec.inference_batch_size, progress=progress,
     )
     data = DatasetArrays(train=spec.load(args.data_root, True), test=spec.load(args.data_root, False))
     started = time.perf_counter()

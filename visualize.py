@@ -27,7 +27,7 @@ from common.errors import UserError  # noqa: E402
 from common.experiment import build_models, run_folder  # noqa: E402
 from common.gen_descr import capture_activations, pool_spatial  # noqa: E402
 from common.reporting import confusion_matrix, safe_name  # noqa: E402
-from common.train import batches, predict_logits, resolve_device  # noqa: E402
+from common.train import batches, model_input, place, predict_logits, resolve_device  # noqa: E402
 
 
 MIN_TSNE_POINTS = 5
@@ -88,11 +88,11 @@ def load_model(spec: DatasetSpec, method_dir: Path, iteration: int) -> torch.nn.
 
 @torch.no_grad()
 def penultimate_features(model, spec: DatasetSpec, images: torch.Tensor, device) -> np.ndarray:
-    model.to(device).eval()
+    place(model, device).eval()
     parts = []
     with capture_activations(model, (spec.penultimate,)) as outputs:
         for part in batches(len(images), 512):
-            model(spec.normalise(images[part].to(device)))
+            model(model_input(spec.normalise, images[part], device))
             parts.append(pool_spatial(outputs[spec.penultimate]).float().cpu())
     return torch.cat(parts).numpy()
 

@@ -55,7 +55,7 @@ def main() -> None:
         train_model(model, ctx.pool.images[index], ctx.pool.labels[index], spec.schedule.with_epochs(10),
                     spec.normalise, 0, device)
         options = AcquisitionOptions(device=device, descriptor_layers=spec.descriptor_layers[spec.default_layer_set],
-                                     top_k=spec.top_k)
+                                     top_k=spec.top_k, batch_size=spec.inference_batch_size)
         seconds = []
         for repeat in range(args.repeats):
             state = AcquisitionState(

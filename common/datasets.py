@@ -54,6 +54,7 @@ class DatasetSpec:
     iterations: int
     val_per_class: int
     top_k: int = 32
+    inference_batch_size: int = 512  # forward/descriptor batches (not training); memory-bound on GPU
     default_imbalance: float = 1.0
     description: str = ""
     extra: dict = field(default_factory=dict)

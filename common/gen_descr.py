@@ -20,7 +20,7 @@ from tqdm import tqdm
 
 from common import search
 from common.errors import UserError
-from common.train import ToInput, batches
+from common.train import ToInput, batches, model_input, place
 
 STD_EPSILON = 1e-10
 
@@ -180,7 +180,7 @@ def compute_descriptors(
 
     pseudo_label None computes z and logits only (no backward pass).
     """
-    model.to(device).eval()
+    place(model, device).eval()
     count = len(images)
     z_all = np.empty((count, layout.length), dtype=np.float32)
     g_all = np.empty((count, layout.length), dtype=np.float32) if pseudo_label is not None else None
@@ -188,7 +188,7 @@ def compute_descriptors(
     labeller = PSEUDO_LABELS[pseudo_label] if pseudo_label is not None else None
 
     for part in tqdm(list(batches(count, batch_size)), desc=description, disable=not progress, leave=False):
-        x = to_input(images[part].to(device))
+        x = model_input(to_input, images[part], device)
         with torch.set_grad_enabled(labeller is not None), capture_activations(model, layout.layers) as outputs:
             logits = model(x)
         activations = [outputs[name] for name in layout.layers]

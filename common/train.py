@@ -26,6 +26,17 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def place(model: nn.Module, device: torch.device) -> nn.Module:
+    """Move a model to `device` in channels-last layout (about 1.8x faster convolutions and
+    pooling on CPU for LeNet here, and the layout tensor cores want on GPU)."""
+    return model.to(device=device, memory_format=torch.channels_last)
+
+
+def model_input(to_input: ToInput, images: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """uint8 images -> the network's float input on `device`, channels-last like `place`."""
+    return to_input(images.to(device, non_blocking=True)).contiguous(memory_format=torch.channels_last)
+
+
 def set_cpu_threads(count: int) -> None:
     """Threads for PyTorch's and FAISS's CPU kernels (oversubscribed cores slow both badly)."""
     import faiss
@@ -59,7 +70,7 @@ def train_model(
     Returns the seconds spent.
     """
     start = time.perf_counter()
-    model.to(device).train()
+    place(model, device).train()
     optimiser = torch.optim.SGD(
         model.parameters(), lr=schedule.lr, momentum=schedule.momentum, weight_decay=schedule.weight_decay
     )
@@ -72,7 +83,7 @@ def train_model(
             order = torch.randperm(len(labels), generator=order_generator)
             for part in batches(len(order), schedule.batch_size):
                 index = order[part]
-                x = to_input(images[index].to(device))
+                x = model_input(to_input, images[index], device)
                 y = labels[index].to(device)
                 if batch_transform is not None:
                     x, y = batch_transform(x, y)
@@ -98,8 +109,8 @@ def predict_logits(
     model: nn.Module, images: torch.Tensor, to_input: ToInput, device: torch.device, batch_size: int = 1024
 ) -> torch.Tensor:
     """Eval-mode logits [N, C] on the CPU."""
-    model.to(device).eval()
-    outputs = [model(to_input(images[part].to(device))).float().cpu() for part in batches(len(images), batch_size)]
+    place(model, device).eval()
+    outputs = [model(model_input(to_input, images[part], device)).float().cpu() for part in batches(len(images), batch_size)]
     return torch.cat(outputs) if outputs else torch.empty(0)
 
 
@@ -129,11 +140,11 @@ def mc_dropout_probabilities(
     per_model = []
     with torch_global_seed(seed):
         for model in models:
-            model.to(device)
+            place(model, device)
             enable_dropout(model)
             chunks = []
             for part in batches(len(images), batch_size):
-                x = to_input(images[part].to(device))
+                x = model_input(to_input, images[part], device)
                 chunks.append(torch.stack([model(x).softmax(dim=1).float().cpu() for _ in range(samples)]))
             per_model.append(torch.cat(chunks, dim=1))
             model.eval()

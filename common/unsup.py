@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from common.schedule import Schedule
-from common.train import ToInput, batches, train_model
+from common.train import ToInput, batches, model_input, place, train_model
 
 ROTATIONS = 4
 
@@ -29,10 +29,10 @@ def rotation_accuracy(
     model: nn.Module, images: torch.Tensor, to_input: ToInput, device: torch.device, batch_size: int = 512
 ) -> float:
     """Share of (image, rotation) pairs whose rotation the model predicts correctly."""
-    model.to(device).eval()
+    place(model, device).eval()
     correct = 0
     for part in batches(len(images), batch_size):
-        x, targets = rotate_batch(to_input(images[part].to(device)))
+        x, targets = rotate_batch(model_input(to_input, images[part], device))
         correct += int((model(x).argmax(dim=1) == targets).sum())
     return correct / (ROTATIONS * len(images))
 

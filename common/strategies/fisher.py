@@ -12,6 +12,7 @@ import torch
 from common.gen_descr import Reference, compute_descriptors, descriptor_layout
 from common.main_descr import fisher_kernel_acquire, miss_set
 from common.strategies.base import STRATEGIES, AcquisitionState, Strategy
+from common.train import model_input, place
 
 
 class FisherKernelStrategy(Strategy):
@@ -27,8 +28,8 @@ class FisherKernelStrategy(Strategy):
 
     def select(self, state: AcquisitionState) -> np.ndarray:
         model, options = state.models[0], state.options
-        sample = state.to_input(state.validation.images[:1].to(options.device))
-        layout = descriptor_layout(model.to(options.device), options.descriptor_layers, sample)
+        sample = model_input(state.to_input, state.validation.images[:1], options.device)
+        layout = descriptor_layout(place(model, options.device), options.descriptor_layers, sample)
         with_gradients = self.pseudo_label is not None
 
         val = compute_descriptors(
