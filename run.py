@@ -64,6 +64,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     al.add_argument("--descriptor-layers", default=None,
                     help="FK descriptor layers: a named set of the dataset (LeNet: l80, l20) or comma-separated module names")
     al.add_argument("--top-k", type=positive_int, default=None, help="matches per centre K (default: dataset's)")
+    al.add_argument("--vaal-steps", type=positive_int, default=300, help="VAE/discriminator steps per VAAL acquisition")
     al.add_argument("--train-on-validation", action="store_true",
                     help="every method also trains on the labelled validation set (like-for-like with FK)")
     al.add_argument("--keep-checkpoints", type=checkpoint_choice, default="last",
@@ -144,6 +145,7 @@ def main(args: argparse.Namespace) -> None:
     log = (lambda _line: None) if args.quiet else (lambda line: print(line, flush=True))
     options = AcquisitionOptions(
         device=device, mc_samples=args.mc_samples, descriptor_layers=descriptor_layers(spec, args.descriptor_layers),
+        feature_layer=spec.penultimate, vaal_steps=args.vaal_steps,
         top_k=args.top_k or spec.top_k, batch_size=args.batch_size or spec.inference_batch_size, progress=progress,
     )
     data = DatasetArrays(train=spec.load(args.data_root, True), test=spec.load(args.data_root, False))
@@ -167,7 +169,7 @@ def main(args: argparse.Namespace) -> None:
                         method=method, unsupervised=unsupervised, iterations=iterations, budget=budget,
                         schedule=schedule, ensemble=args.ensemble, mc_samples=args.mc_samples,
                         descriptor_layers=options.descriptor_layers, top_k=options.top_k,
-                        train_on_validation=args.train_on_validation,
+                        train_on_validation=args.train_on_validation, vaal_steps=args.vaal_steps,
                     )
                     if method == ALL_TRAIN:
                         run_all_train(ctx, settings)

@@ -25,9 +25,9 @@ from common.cli import DefaultsHelpFormatter, OneLineErrorParser, comma_list, po
 from common.datasets import DATASETS, LOCAL_DATA, DatasetSpec, Split  # noqa: E402
 from common.errors import UserError  # noqa: E402
 from common.experiment import build_models, run_folder  # noqa: E402
-from common.gen_descr import capture_activations, pool_spatial  # noqa: E402
+from common.gen_descr import layer_features  # noqa: E402
 from common.reporting import confusion_matrix, safe_name  # noqa: E402
-from common.train import batches, model_input, place, predict_logits, resolve_device  # noqa: E402
+from common.train import predict_logits, resolve_device  # noqa: E402
 
 
 MIN_TSNE_POINTS = 5
@@ -84,17 +84,6 @@ def choose(run_dir: Path, unsupervised: int, methods: list[str] | None, iteratio
 def load_model(spec: DatasetSpec, method_dir: Path, iteration: int) -> torch.nn.Module:
     states = storage.load_checkpoint(method_dir / f"model_{iteration:03d}.pt")["states"]
     return build_models(spec, states[:1], mc_dropout=False)[0]
-
-
-@torch.no_grad()
-def penultimate_features(model, spec: DatasetSpec, images: torch.Tensor, device) -> np.ndarray:
-    place(model, device).eval()
-    parts = []
-    with capture_activations(model, (spec.penultimate,)) as outputs:
-        for part in batches(len(images), 512):
-            model(model_input(spec.normalise, images[part], device))
-            parts.append(pool_spatial(outputs[spec.penultimate]).float().cpu())
-    return torch.cat(parts).numpy()
 
 
 def tsne_map(features: np.ndarray, seed: int) -> np.ndarray:
@@ -185,7 +174,7 @@ def main(args: argparse.Namespace) -> None:
             maps["raw pixels"] = (tsne_map(images.flatten(1).float().numpy() / 255.0, protocol["seed"]), None)
         if args.tsne:
             for method, model in models.items():
-                features = penultimate_features(model, spec, images, device)
+                features, _ = layer_features(model, images, spec.normalise, spec.penultimate, device)
                 maps[method] = (tsne_map(features, protocol["seed"]), predictions[method][sample])
         figure = draw_tsne(maps, truth[sample], minority, spec.num_classes, title + f", {len(sample)} test images")
         figure.savefig(plots / f"tsne_{stem}.png", dpi=120)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Callable, Container
 
@@ -60,6 +60,7 @@ class RunSettings:
     descriptor_layers: tuple[str, ...]
     top_k: int
     train_on_validation: bool = False  # like-for-like baseline: every method also trains on the validation set
+    vaal_steps: int = 300
 
 
 @dataclass
@@ -192,12 +193,19 @@ def _check_settings(folder: Path, settings: RunSettings) -> None:
     """Refuse to continue a run with other settings; a run with no finished iteration restarts."""
     path = folder / "settings.json"
     if path.exists() and _finished_records(folder):
-        stored = storage.read_json(path)
-        if stored != _plain(settings):
-            changed = sorted(k for k in stored if stored.get(k) != _plain(settings).get(k))
+        # settings added in later versions count as their defaults in older runs
+        stored = {**_defaults_of_later_fields(), **storage.read_json(path)}
+        current = _plain(settings)
+        changed = sorted(k for k in current if stored.get(k) != current[k])
+        if changed:
             raise UserError(f"{folder} was started with other settings ({', '.join(changed)}); use another --out")
     else:
         storage.write_json(path, _plain(settings))
+
+
+def _defaults_of_later_fields() -> dict:
+    """RunSettings fields that have defaults, at those defaults (JSON form)."""
+    return json.loads(json.dumps({f.name: f.default for f in fields(RunSettings) if f.default is not MISSING}))
 
 
 def _finished_records(folder: Path) -> list[dict]:

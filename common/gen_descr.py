@@ -79,6 +79,22 @@ def descriptor_layout(model: nn.Module, layers: tuple[str, ...], sample: torch.T
     return DescriptorLayout(layers=layers, sizes=tuple(pool_spatial(outputs[name]).shape[1] for name in layers))
 
 
+@torch.no_grad()
+def layer_features(
+    model: nn.Module, images: torch.Tensor, to_input: ToInput, layer: str, device: torch.device, batch_size: int = 512
+) -> tuple[np.ndarray, np.ndarray]:
+    """Pooled activations of one layer [N, D] and the logits [N, C], in eval mode, batched."""
+    place(model, device).eval()
+    features, logits = [], []
+    with capture_activations(model, (layer,)) as outputs:
+        for part in batches(len(images), batch_size):
+            logits.append(model(model_input(to_input, images[part], device)).float().cpu())
+            features.append(pool_spatial(outputs[layer]).float().cpu())
+    if not features:
+        return np.empty((0, 0), np.float32), np.empty((0, 0), np.float32)
+    return torch.cat(features).numpy(), torch.cat(logits).numpy()
+
+
 def block_normalise(vectors: torch.Tensor, layout: DescriptorLayout) -> torch.Tensor:
     """Centre each row inside each block and divide by its (population) std + 1e-10."""
     parts = []
@@ -89,14 +105,99 @@ def block_normalise(vectors: torch.Tensor, layout: DescriptorLayout) -> torch.Te
     return torch.cat(parts, dim=1)
 
 
+@dataclass(frozen=True)
+class Perturbation:
+    """The K perturbed views behind fk-cov and fk-mi: small rotations plus pixel noise."""
+
+    samples: int = 8  # K views per image
+    degrees: float = 10.0  # rotation angle drawn uniformly from [-degrees, degrees]
+    noise: float = 0.05  # std of Gaussian noise added to the normalised input
+    ridge: float = 1e-3  # fk-mi: added to covariances of unit-scaled descriptors
+
+
+def perturbed_views(x: torch.Tensor, settings: Perturbation, generator: torch.Generator) -> torch.Tensor:
+    """[B, C, H, W] -> [K*B, C, H, W]: view k of image b at row k*B + b (kornia rotation)."""
+    import kornia.geometry.transform
+
+    views = x.repeat(settings.samples, 1, 1, 1)
+    angles = (torch.rand(len(views), generator=generator) * 2 - 1) * settings.degrees
+    rotated = kornia.geometry.transform.rotate(views, angles.to(views.device, views.dtype))
+    noise = torch.randn(rotated.shape, generator=generator).to(rotated.device, rotated.dtype)
+    return (rotated + settings.noise * noise).contiguous(memory_format=torch.channels_last)
+
+
+def class_gradient_samples(
+    model: nn.Module, layers: tuple[str, ...], x: torch.Tensor, settings: Perturbation, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pooled z [K, B, L] and g_c [C, K, B, L] (float64, not normalised) over K perturbed views.
+
+    g_c = J^T (p - e_c): one backward pass for J^T p and one per class for J^T e_c.
+    """
+    views = perturbed_views(x, settings, generator)
+    with torch.enable_grad(), capture_activations(model, layers) as outputs:
+        logits = model(views)
+    activations = [outputs[name] for name in layers]
+
+    def pulled_back(weights: torch.Tensor) -> torch.Tensor:  # J^T weights, pooled: [K*B, L]
+        grads = torch.autograd.grad(logits, activations, grad_outputs=weights, retain_graph=True)
+        return torch.cat([pool_spatial(g) for g in grads], dim=1).double().cpu()
+
+    probabilities = logits.detach().softmax(dim=1)
+    expected = pulled_back(probabilities)
+    eye = torch.eye(logits.shape[1], device=logits.device, dtype=logits.dtype)
+    per_class = torch.stack([expected - pulled_back(eye[c].expand_as(logits)) for c in range(logits.shape[1])])
+    z = torch.cat([pool_spatial(a) for a in activations], dim=1).detach().double().cpu()
+    shape = (settings.samples, len(x), -1)
+    return z.reshape(shape), per_class.reshape((logits.shape[1], *shape))
+
+
+def _centred_unit_scale(samples: torch.Tensor) -> torch.Tensor:
+    """Centre over the K axis (-3) and scale each image's block to unit RMS (ridge is relative)."""
+    centred = samples - samples.mean(dim=-3, keepdim=True)
+    rms = centred.pow(2).mean(dim=(-3, -1), keepdim=True).sqrt()
+    return centred / (rms + 1e-12)
+
+
+def cross_covariance_trace(z: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+    """trace Cov(z, g_c) over the K views: z [K, B, L], g [C, K, B, L] -> [C, B]."""
+    samples = z.shape[0]
+    zc = z - z.mean(dim=0, keepdim=True)
+    gc = g - g.mean(dim=1, keepdim=True)
+    return (zc.unsqueeze(0) * gc).sum(dim=(1, 3)) / (samples - 1)
+
+
+def _ridge_logdet(x: torch.Tensor, ridge: float) -> torch.Tensor:
+    """log det(I + X X^T / (ridge (K-1))) for x [..., K, B, D] -> [..., B]: the Gaussian entropy
+    term log det(Cov + ridge I) less D log ridge, through the K x K Gram matrix (Sylvester)."""
+    samples = x.shape[-3]
+    rows = x.movedim(-3, -2)  # [..., B, K, D]
+    gram = rows @ rows.transpose(-1, -2) / (ridge * (samples - 1))
+    gram = gram + torch.eye(samples, dtype=gram.dtype)
+    return 2 * torch.linalg.cholesky(gram).diagonal(dim1=-2, dim2=-1).log().sum(dim=-1)
+
+
+def gaussian_mutual_information(z: torch.Tensor, g: torch.Tensor, ridge: float) -> torch.Tensor:
+    """I(z; g_c) of Gaussians fitted to the K views, with a ridge: z [K, B, L], g [C, K, B, L] -> [C, B].
+
+    0.5 (log det S_z + log det S_g - log det S_zg); the ridge keeps every matrix positive
+    definite, so the result is finite and >= 0 (float64, Cholesky).
+    """
+    zs = _centred_unit_scale(z).unsqueeze(0).expand_as(g)
+    gs = _centred_unit_scale(g)
+    joint = torch.cat([zs, gs], dim=-1)
+    return 0.5 * (_ridge_logdet(zs, ridge) + _ridge_logdet(gs, ridge) - _ridge_logdet(joint, ridge))
+
+
 @dataclass
 class BatchDescriptors:
-    """What one forward pass gives a pseudo-labeller: normalised z, logits, and a way to get g."""
+    """What one forward pass gives a pseudo-labeller: normalised z, logits, and ways to get g."""
 
     z: torch.Tensor  # [B, L] block-normalised
     logits: torch.Tensor  # [B, C]
     gradients: Callable[[torch.Tensor], torch.Tensor]  # labels [B] -> block-normalised g [B, L]
     true_labels: torch.Tensor | None  # [B], only for labelled images and the oracle
+    perturbed: Callable[[], tuple[torch.Tensor, torch.Tensor]]  # () -> z [K, B, L], g [C, K, B, L]
+    perturbation: Perturbation
 
 
 class Reference:
@@ -140,12 +241,24 @@ def _nearest_by_features_and_gradients(batch: BatchDescriptors, reference: Refer
     return reference.nearest_labels(torch.cat([batch.z, g_predicted], dim=1).numpy(), with_gradients=True)
 
 
+def _largest_cross_covariance(batch: BatchDescriptors, _reference: Reference | None) -> torch.Tensor:
+    z, g = batch.perturbed()
+    return cross_covariance_trace(z, g).argmax(dim=0)
+
+
+def _largest_mutual_information(batch: BatchDescriptors, _reference: Reference | None) -> torch.Tensor:
+    z, g = batch.perturbed()
+    return gaussian_mutual_information(z, g, batch.perturbation.ridge).argmax(dim=0)
+
+
 # Pseudo-label s for g(x, s): SPEC section 4. Validation images always use "true".
 PSEUDO_LABELS: dict[str, Labeller] = {
     "true": _true_labels,
     "pred": _predicted_labels,
     "nn": _nearest_by_features,
     "nn-grad": _nearest_by_features_and_gradients,
+    "cov": _largest_cross_covariance,
+    "mi": _largest_mutual_information,
 }
 
 
@@ -175,6 +288,8 @@ def compute_descriptors(
     batch_size: int = 512,
     progress: bool = False,
     description: str = "descriptors",
+    perturbation: Perturbation = Perturbation(),
+    seed: int = 0,
 ) -> Descriptors:
     """Block-normalised z (and g for the labels `pseudo_label` names) for `images`, batched.
 
@@ -186,6 +301,7 @@ def compute_descriptors(
     g_all = np.empty((count, layout.length), dtype=np.float32) if pseudo_label is not None else None
     logits_all, labels_all = [], []
     labeller = PSEUDO_LABELS[pseudo_label] if pseudo_label is not None else None
+    generator = torch.Generator().manual_seed(seed)  # perturbations (fk-cov, fk-mi) only
 
     for part in tqdm(list(batches(count, batch_size)), desc=description, disable=not progress, leave=False):
         x = model_input(to_input, images[part], device)
@@ -204,7 +320,11 @@ def compute_descriptors(
             return block_normalise(torch.cat([pool_spatial(g) for g in grads], dim=1).float().cpu(), layout)
 
         batch_true = true_labels[part] if true_labels is not None else None
-        view = BatchDescriptors(z=z, logits=logits.detach().float().cpu(), gradients=gradients, true_labels=batch_true)
+        view = BatchDescriptors(
+            z=z, logits=logits.detach().float().cpu(), gradients=gradients, true_labels=batch_true,
+            perturbed=lambda: class_gradient_samples(model, layout.layers, x, perturbation, generator),
+            perturbation=perturbation,
+        )
         labels = labeller(view, reference)
         g_all[part] = gradients(labels).numpy()
         labels_all.append(labels.cpu())

@@ -30,6 +30,7 @@ torch.set_num_threads(1)
 
 # Small, fast settings shared by the end-to-end tests; on the CPU so results are comparable everywhere.
 FAST_FLAGS = ["--runs", "1", "--iterations", "2", "--budget", "10", "--epochs", "1", "--mc-samples", "3", "--quiet",
+              "--vaal-steps", "10",
               "--device", "cpu"]
 
 

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from common.datasets import Split
+from common.gen_descr import Perturbation
 from common.registry import Registry
 from common.train import ToInput
 
@@ -25,6 +26,9 @@ class AcquisitionOptions:
     device: torch.device
     mc_samples: int = 20
     descriptor_layers: tuple[str, ...] = ()
+    feature_layer: str = ""  # the penultimate layer (coreset features, BADGE embeddings)
+    perturbation: Perturbation = Perturbation()  # fk-cov / fk-mi views
+    vaal_steps: int = 300  # VAE + discriminator training steps per VAAL acquisition
     top_k: int = 32
     batch_size: int = 512
     progress: bool = False

@@ -43,6 +43,7 @@ class FisherKernelStrategy(Strategy):
             pseudo_label=self.pseudo_label, reference=reference,
             true_labels=state.pool.labels[torch.from_numpy(state.unlabelled)],
             batch_size=options.batch_size, progress=options.progress, description="pool descriptors",
+            perturbation=options.perturbation, seed=state.seed,
         )
         misses = miss_set(val.logits, state.validation.labels.numpy(), fallback_size=state.budget)
         rows = fisher_kernel_acquire(
@@ -56,3 +57,5 @@ STRATEGIES.register("fk-pred", FisherKernelStrategy(pseudo_label="pred"))
 STRATEGIES.register("fk-nn", FisherKernelStrategy(pseudo_label="nn"))
 STRATEGIES.register("fk-nn-grad", FisherKernelStrategy(pseudo_label="nn-grad"))
 STRATEGIES.register("fk-oracle", FisherKernelStrategy(pseudo_label="true"))
+STRATEGIES.register("fk-cov", FisherKernelStrategy(pseudo_label="cov"))
+STRATEGIES.register("fk-mi", FisherKernelStrategy(pseudo_label="mi"))
