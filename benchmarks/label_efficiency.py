@@ -37,6 +37,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", type=Path, default=REPO / "local_data" / "bench")
     parser.add_argument("--data-root", default=None)
     parser.add_argument("--threads", default="1", help="CPU threads per process (1: robust on a shared machine)")
+    parser.add_argument("--val-per-class", type=int, default=1000)
+    parser.add_argument("--report-only", action="store_true", help="only print the table of existing results")
     return parser
 
 
@@ -45,7 +47,7 @@ def run_experiments(args: argparse.Namespace) -> None:
         sys.executable, str(REPO / "run.py"), "--dataset", args.dataset, "--imbalance", args.imbalance,
         "--runs", str(args.runs), "--iterations", str(args.iterations), "--budget", str(args.budget),
         "--methods", args.methods, "--unsupervised", args.unsupervised, "--out", str(args.out),
-        "--threads", args.threads,
+        "--threads", args.threads, "--val-per-class", str(args.val_per_class),
     ]
     if args.epochs:
         command += ["--epochs", str(args.epochs)]
@@ -83,9 +85,16 @@ def seconds_row(records: list[dict], methods: list[str]) -> str:
 
 def main() -> None:
     args = get_args_parser().parse_args()
-    run_experiments(args)
+    if not args.report_only:
+        run_experiments(args)
     methods = args.methods.split(",")
-    records = [r for r in load_records(args.out / args.dataset) if r["method"] in methods]
+    imbalances = {float(i) for i in args.imbalance.split(",")}
+    starts = {int(u) for u in args.unsupervised.split(",")}
+    records = [
+        r for r in load_records(args.out / args.dataset)
+        if r["method"] in methods and r["imbalance"] in imbalances and r["unsupervised"] in starts
+        and r.get("val_per_class") == args.val_per_class and not r.get("train_on_validation")
+    ]
     runs = len({r["run"] for r in records})
     report = "\n\n".join([
         f"{args.dataset}, imbalance {args.imbalance}, {runs} runs, unsupervised {args.unsupervised}",
