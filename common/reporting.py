@@ -13,9 +13,8 @@ from pathlib import Path
 import numpy as np
 
 from common import storage
+from common.experiment import ALL_TRAIN
 from common.strategies import STRATEGIES
-
-ALL_TRAIN = "all-train"
 
 
 def load_records(root: Path) -> list[dict]:
