@@ -10,7 +10,7 @@ import sys
 import time
 from pathlib import Path
 
-import mnist  # noqa: F401  (registers mnist, fashion-mnist, digits)
+import datasets_available  # noqa: F401  (registers every dataset)
 from common.cli import (
     DefaultsHelpFormatter, OneLineErrorParser, comma_list, float_list, int_list, non_negative_int, positive_int, run_main,
 )

@@ -19,7 +19,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-import mnist  # noqa: E402,F401  (registers the MNIST family)
+import datasets_available  # noqa: E402,F401  (registers every dataset)
 from common import storage  # noqa: E402
 from common.cli import DefaultsHelpFormatter, OneLineErrorParser, comma_list, positive_int, run_main  # noqa: E402
 from common.datasets import DATASETS, LOCAL_DATA, DatasetSpec, Split  # noqa: E402

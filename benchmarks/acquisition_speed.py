@@ -19,7 +19,7 @@ import torch
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-import mnist  # noqa: E402,F401
+import datasets_available  # noqa: E402,F401  (registers every dataset)
 from common.datasets import DATASETS  # noqa: E402
 from common.experiment import DatasetArrays, Protocol, prepare_run  # noqa: E402
 from common.seeding import numpy_rng  # noqa: E402

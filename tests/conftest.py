@@ -22,7 +22,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-import mnist  # noqa: E402,F401  (registers mnist, fashion-mnist, digits)
+import datasets_available  # noqa: E402,F401  (registers every dataset)
 from common.datasets import DATASETS  # noqa: E402
 from common.experiment import DatasetArrays  # noqa: E402
 
