@@ -18,7 +18,8 @@ from common.schedule import Schedule
 
 @dataclass(frozen=True)
 class Split:
-    """One split of a dataset, held in memory: uint8 images [N, C, H, W] and int64 labels [N]."""
+    """One split of a dataset: images (a uint8 tensor [N, C, H, W], or an ImageSource decoding files on
+    demand) and int64 labels [N]."""
 
     images: torch.Tensor
     labels: torch.Tensor
@@ -56,6 +57,8 @@ class DatasetSpec:
     top_k: int = 32
     inference_batch_size: int = 512  # forward/descriptor batches (not training); memory-bound on GPU
     default_imbalance: float = 1.0
+    minority_rule: str = "upper-half"  # which classes are the minority: upper-half | seeded-half (per run)
+    imbalance_rule: str = "joint"  # how they are thinned: common.splits.IMBALANCE_RULES
     description: str = ""
     extra: dict = field(default_factory=dict)
 

@@ -9,8 +9,10 @@ product of two descriptors is a block-size-weighted sum of per-layer Pearson cor
 from __future__ import annotations
 
 import contextlib
+import shutil
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Callable, Iterator
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -20,7 +22,8 @@ from tqdm import tqdm
 
 from common import search
 from common.errors import UserError
-from common.train import ToInput, batches, model_input, place
+from common.images import Images, image_batches
+from common.train import ToInput, mixed_precision, model_input, place
 
 STD_EPSILON = 1e-10
 
@@ -81,14 +84,14 @@ def descriptor_layout(model: nn.Module, layers: tuple[str, ...], sample: torch.T
 
 @torch.no_grad()
 def layer_features(
-    model: nn.Module, images: torch.Tensor, to_input: ToInput, layer: str, device: torch.device, batch_size: int = 512
+    model: nn.Module, images: Images, to_input: ToInput, layer: str, device: torch.device, batch_size: int = 512
 ) -> tuple[np.ndarray, np.ndarray]:
     """Pooled activations of one layer [N, D] and the logits [N, C], in eval mode, batched."""
     place(model, device).eval()
     features, logits = [], []
-    with capture_activations(model, (layer,)) as outputs:
-        for part in batches(len(images), batch_size):
-            logits.append(model(model_input(to_input, images[part], device)).float().cpu())
+    with capture_activations(model, (layer,)) as outputs, mixed_precision(device):
+        for _, raw in image_batches(images, batch_size, device):
+            logits.append(model(model_input(to_input, raw, device)).float().cpu())
             features.append(pool_spatial(outputs[layer]).float().cpu())
     if not features:
         return np.empty((0, 0), np.float32), np.empty((0, 0), np.float32)
@@ -262,23 +265,73 @@ PSEUDO_LABELS: dict[str, Labeller] = {
 }
 
 
+STORES = ("memory", "disk", "auto")
+
+
+@dataclass(frozen=True)
+class DescriptorStore:
+    """Where descriptor matrices live while an acquisition runs.
+
+    "memory": numpy arrays; "disk": float32 .npy memmaps under `folder`, so RAM stays bounded
+    whatever the pool size (the OS pages rows in and out); "auto": disk for matrices larger
+    than `auto_bytes`.
+    """
+
+    mode: str = "memory"
+    folder: Path | None = None
+    auto_bytes: int = 2 << 30
+
+    def __post_init__(self) -> None:
+        if self.mode not in STORES:
+            raise UserError(f"descriptor store must be one of {', '.join(STORES)}, got {self.mode!r}")
+        if self.mode != "memory" and self.folder is None:
+            raise ValueError("a disk descriptor store needs a folder")
+
+    def on_disk(self, rows: int, columns: int) -> bool:
+        return self.mode == "disk" or (self.mode == "auto" and rows * columns * 4 > self.auto_bytes)
+
+    def allocate(self, name: str, rows: int, columns: int) -> np.ndarray:
+        """An uninitialised float32 [rows, columns] matrix, memory-mapped when `on_disk`."""
+        if not self.on_disk(rows, columns):
+            return np.empty((rows, columns), dtype=np.float32)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        return np.lib.format.open_memmap(self.folder / f"{name}.npy", mode="w+", dtype=np.float32, shape=(rows, columns))
+
+    def release(self) -> None:
+        """Delete the memmap files (their arrays stay readable while referenced, on POSIX)."""
+        if self.folder is not None:
+            shutil.rmtree(self.folder, ignore_errors=True)
+
+
 @dataclass
 class Descriptors:
-    """Descriptors of a set of images: z, optionally g, the logits and the labels used for g."""
+    """Descriptors of a set of images: z, optionally g, the logits and the labels used for g.
 
-    z: np.ndarray  # [N, L] block-normalised
-    g: np.ndarray | None  # [N, L] block-normalised, or None for features only
-    logits: np.ndarray  # [N, C]
+    z and g are column blocks of one matrix [N, L] or [N, 2L], so the matching vectors of
+    z·z' + g·g' need no copy (that matrix may be a memmap).
+    """
+
+    matrix: np.ndarray  # [N, L] (z) or [N, 2L] (z | g), block-normalised
+    length: int  # L
+    logits: np.ndarray | None  # [N, C], unless not kept
     labels: np.ndarray | None  # [N] labels g was computed for
+
+    @property
+    def z(self) -> np.ndarray:
+        return self.matrix[:, : self.length]
+
+    @property
+    def g(self) -> np.ndarray | None:
+        return self.matrix[:, self.length :] if self.matrix.shape[1] > self.length else None
 
     def vectors(self, with_gradients: bool) -> np.ndarray:
         """The matching vector [N, L] or [N, 2L]: z·z' (+ g·g') is its inner product."""
-        return np.concatenate([self.z, self.g], axis=1) if with_gradients else self.z
+        return self.matrix if with_gradients else self.z
 
 
 def compute_descriptors(
     model: nn.Module,
-    images: torch.Tensor,
+    images: Images,
     to_input: ToInput,
     layout: DescriptorLayout,
     device: torch.device,
@@ -290,48 +343,56 @@ def compute_descriptors(
     description: str = "descriptors",
     perturbation: Perturbation = Perturbation(),
     seed: int = 0,
+    store: DescriptorStore = DescriptorStore(),
+    keep_logits: bool = True,
 ) -> Descriptors:
-    """Block-normalised z (and g for the labels `pseudo_label` names) for `images`, batched.
+    """Block-normalised z (and g for the labels `pseudo_label` names) for `images`, streamed
+    batch by batch into `store` (bfloat16 autocast on CUDA).
 
     pseudo_label None computes z and logits only (no backward pass).
     """
     place(model, device).eval()
-    count = len(images)
-    z_all = np.empty((count, layout.length), dtype=np.float32)
-    g_all = np.empty((count, layout.length), dtype=np.float32) if pseudo_label is not None else None
-    logits_all, labels_all = [], []
+    count, length = len(images), layout.length
     labeller = PSEUDO_LABELS[pseudo_label] if pseudo_label is not None else None
+    matrix = store.allocate(description.replace(" ", "_"), count, 2 * length if labeller else length)
+    logits_all, labels_all = [], []
     generator = torch.Generator().manual_seed(seed)  # perturbations (fk-cov, fk-mi) only
 
-    for part in tqdm(list(batches(count, batch_size)), desc=description, disable=not progress, leave=False):
-        x = model_input(to_input, images[part], device)
-        with torch.set_grad_enabled(labeller is not None), capture_activations(model, layout.layers) as outputs:
-            logits = model(x)
+    steps = tqdm(image_batches(images, batch_size, device), total=-(-count // batch_size), desc=description,
+                 disable=not progress, leave=False)
+    for part, raw in steps:
+        x = model_input(to_input, raw, device)
+        with torch.set_grad_enabled(labeller is not None), capture_activations(model, layout.layers) as outputs, \
+                mixed_precision(device):
+            logits = model(x).float()
         activations = [outputs[name] for name in layout.layers]
-        z = block_normalise(torch.cat([pool_spatial(a) for a in activations], dim=1).detach().float().cpu(), layout)
-        z_all[part] = z.numpy()
-        logits_all.append(logits.detach().float().cpu())
+        z = block_normalise(torch.cat([pool_spatial(a.detach().float()) for a in activations], dim=1).cpu(), layout)
+        matrix[part, :length] = z.numpy()
+        if keep_logits:
+            logits_all.append(logits.detach().cpu())
         if labeller is None:
             continue
 
         def gradients(labels: torch.Tensor) -> torch.Tensor:
             loss = F.cross_entropy(logits, labels.to(device), reduction="sum")
             grads = torch.autograd.grad(loss, activations, retain_graph=True)
-            return block_normalise(torch.cat([pool_spatial(g) for g in grads], dim=1).float().cpu(), layout)
+            return block_normalise(torch.cat([pool_spatial(g).float() for g in grads], dim=1).cpu(), layout)
 
         batch_true = true_labels[part] if true_labels is not None else None
         view = BatchDescriptors(
-            z=z, logits=logits.detach().float().cpu(), gradients=gradients, true_labels=batch_true,
+            z=z, logits=logits.detach().cpu(), gradients=gradients, true_labels=batch_true,
             perturbed=lambda: class_gradient_samples(model, layout.layers, x, perturbation, generator),
             perturbation=perturbation,
         )
         labels = labeller(view, reference)
-        g_all[part] = gradients(labels).numpy()
+        matrix[part, length:] = gradients(labels).numpy()
         labels_all.append(labels.cpu())
 
+    if isinstance(matrix, np.memmap):
+        matrix.flush()
     return Descriptors(
-        z=z_all,
-        g=g_all,
-        logits=torch.cat(logits_all).numpy() if logits_all else np.empty((0, 0), np.float32),
+        matrix=matrix,
+        length=length,
+        logits=torch.cat(logits_all).numpy() if logits_all else (np.empty((0, 0), np.float32) if keep_logits else None),
         labels=torch.cat(labels_all).numpy() if labels_all else None,
     )

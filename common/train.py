@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import time
-from typing import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -11,6 +11,7 @@ from torch import nn
 from tqdm import tqdm
 
 from common.errors import UserError
+from common.images import Images, image_batches
 from common.schedule import Schedule
 from common.seeding import torch_global_seed
 
@@ -37,6 +38,12 @@ def model_input(to_input: ToInput, images: torch.Tensor, device: torch.device) -
     return to_input(images.to(device, non_blocking=True)).contiguous(memory_format=torch.channels_last)
 
 
+def mixed_precision(device: torch.device) -> torch.autocast:
+    """bfloat16 autocast on CUDA (tensor cores, half the activation memory; no loss scaling needed),
+    full precision on the CPU."""
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+
+
 def set_cpu_threads(count: int) -> None:
     """Threads for PyTorch's and FAISS's CPU kernels (oversubscribed cores slow both badly)."""
     import faiss
@@ -53,7 +60,7 @@ def batches(count: int, batch_size: int) -> Iterator[slice]:
 
 def train_model(
     model: nn.Module,
-    images: torch.Tensor,
+    images: Images,
     labels: torch.Tensor,
     schedule: Schedule,
     to_input: ToInput,
@@ -81,13 +88,13 @@ def train_model(
                 group["lr"] = schedule.lr_at(epoch)
             model.train()
             order = torch.randperm(len(labels), generator=order_generator)
-            for part in batches(len(order), schedule.batch_size):
-                index = order[part]
-                x = model_input(to_input, images[index], device)
+            for index, raw in image_batches(images, schedule.batch_size, device, order=order, augment=True):
+                x = model_input(to_input, raw, device)
                 y = labels[index].to(device)
                 if batch_transform is not None:
                     x, y = batch_transform(x, y)
-                loss = F.cross_entropy(model(x), y)
+                with mixed_precision(device):
+                    loss = F.cross_entropy(model(x).float(), y)
                 optimiser.zero_grad(set_to_none=True)
                 loss.backward()
                 optimiser.step()
@@ -106,17 +113,20 @@ def enable_dropout(model: nn.Module) -> None:
 
 @torch.no_grad()
 def predict_logits(
-    model: nn.Module, images: torch.Tensor, to_input: ToInput, device: torch.device, batch_size: int = 1024
+    model: nn.Module, images: Images, to_input: ToInput, device: torch.device, batch_size: int = 1024
 ) -> torch.Tensor:
     """Eval-mode logits [N, C] on the CPU."""
     place(model, device).eval()
-    outputs = [model(model_input(to_input, images[part], device)).float().cpu() for part in batches(len(images), batch_size)]
+    outputs = []
+    with mixed_precision(device):
+        for _, raw in image_batches(images, batch_size, device):
+            outputs.append(model(model_input(to_input, raw, device)).float().cpu())
     return torch.cat(outputs) if outputs else torch.empty(0)
 
 
 @torch.no_grad()
 def predict_probabilities(
-    models: Sequence[nn.Module], images: torch.Tensor, to_input: ToInput, device: torch.device, batch_size: int = 1024
+    models: Sequence[nn.Module], images: Images, to_input: ToInput, device: torch.device, batch_size: int = 1024
 ) -> torch.Tensor:
     """Mean softmax [N, C] of an ensemble (one model is an ensemble of one)."""
     total = None
@@ -129,7 +139,7 @@ def predict_probabilities(
 @torch.no_grad()
 def mc_dropout_probabilities(
     models: Sequence[nn.Module],
-    images: torch.Tensor,
+    images: Images,
     to_input: ToInput,
     device: torch.device,
     samples: int,
@@ -143,9 +153,10 @@ def mc_dropout_probabilities(
             place(model, device)
             enable_dropout(model)
             chunks = []
-            for part in batches(len(images), batch_size):
-                x = model_input(to_input, images[part], device)
-                chunks.append(torch.stack([model(x).softmax(dim=1).float().cpu() for _ in range(samples)]))
+            for _, raw in image_batches(images, batch_size, device):
+                x = model_input(to_input, raw, device)
+                with mixed_precision(device):
+                    chunks.append(torch.stack([model(x).float().softmax(dim=1).cpu() for _ in range(samples)]))
             per_model.append(torch.cat(chunks, dim=1))
             model.eval()
     return torch.cat(per_model, dim=0)

@@ -11,8 +11,9 @@ import copy
 import torch
 from torch import nn
 
+from common.images import Images, image_batches
 from common.schedule import Schedule
-from common.train import ToInput, batches, model_input, place, train_model
+from common.train import ToInput, mixed_precision, model_input, place, train_model
 
 ROTATIONS = 4
 
@@ -26,21 +27,22 @@ def rotate_batch(x: torch.Tensor, _labels: torch.Tensor | None = None) -> tuple[
 
 @torch.no_grad()
 def rotation_accuracy(
-    model: nn.Module, images: torch.Tensor, to_input: ToInput, device: torch.device, batch_size: int = 512
+    model: nn.Module, images: Images, to_input: ToInput, device: torch.device, batch_size: int = 512
 ) -> float:
     """Share of (image, rotation) pairs whose rotation the model predicts correctly."""
     place(model, device).eval()
     correct = 0
-    for part in batches(len(images), batch_size):
-        x, targets = rotate_batch(model_input(to_input, images[part], device))
-        correct += int((model(x).argmax(dim=1) == targets).sum())
+    for _, raw in image_batches(images, batch_size, device):
+        x, targets = rotate_batch(model_input(to_input, raw, device))
+        with mixed_precision(device):
+            correct += int((model(x).argmax(dim=1) == targets).sum())
     return correct / (ROTATIONS * len(images))
 
 
 def pretrain_rotation(
     model: nn.Module,
-    pool_images: torch.Tensor,
-    val_images: torch.Tensor,
+    pool_images: Images,
+    val_images: Images,
     schedule: Schedule,
     to_input: ToInput,
     seed: int,

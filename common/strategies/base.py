@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -15,6 +16,7 @@ from torch import nn
 
 from common.datasets import Split
 from common.gen_descr import Perturbation
+from common.images import Images, take
 from common.registry import Registry
 from common.train import ToInput
 
@@ -32,6 +34,7 @@ class AcquisitionOptions:
     top_k: int = 32
     batch_size: int = 512
     progress: bool = False
+    descriptor_store: str = "memory"  # FK descriptors: memory | disk (memmap under the run's scratch) | auto
 
 
 @dataclass(frozen=True)
@@ -48,9 +51,10 @@ class AcquisitionState:
     rng: np.random.Generator
     seed: int  # for torch-side randomness (dropout masks)
     options: AcquisitionOptions
+    scratch: Path | None = None  # where disk-backed temporaries of this acquisition may go
 
-    def unlabelled_images(self) -> torch.Tensor:
-        return self.pool.images[torch.from_numpy(self.unlabelled)]
+    def unlabelled_images(self) -> Images:
+        return take(self.pool.images, self.unlabelled)
 
 
 class Strategy(ABC):

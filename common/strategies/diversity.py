@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from common.gen_descr import layer_features
+from common.images import take
 from common.strategies.base import STRATEGIES, AcquisitionState, Strategy
 
 CHUNK_ELEMENTS = 1 << 24  # at most 16M distances (128 MB in float64) held at once
@@ -24,7 +25,7 @@ def _features(state: AcquisitionState, positions: np.ndarray) -> tuple[np.ndarra
     """Penultimate features [N, D] (float64) and softmax [N, C] of pool images at `positions`."""
     options = state.options
     features, logits = layer_features(
-        state.models[0], state.pool.images[torch.from_numpy(positions)], state.to_input, options.feature_layer,
+        state.models[0], take(state.pool.images, positions), state.to_input, options.feature_layer,
         options.device, options.batch_size,
     )
     probs = torch.from_numpy(logits).double().softmax(dim=1).numpy()

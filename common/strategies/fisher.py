@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from common.gen_descr import Reference, compute_descriptors, descriptor_layout
+from common.gen_descr import DescriptorStore, Reference, compute_descriptors, descriptor_layout
 from common.main_descr import fisher_kernel_acquire, miss_set
 from common.strategies.base import STRATEGIES, AcquisitionState, Strategy
 from common.train import model_input, place
@@ -27,6 +27,13 @@ class FisherKernelStrategy(Strategy):
         self.pseudo_label = pseudo_label
 
     def select(self, state: AcquisitionState) -> np.ndarray:
+        store = DescriptorStore(state.options.descriptor_store, state.scratch)
+        try:
+            return self._select(state, store)
+        finally:
+            store.release()
+
+    def _select(self, state: AcquisitionState, store: DescriptorStore) -> np.ndarray:
         model, options = state.models[0], state.options
         sample = model_input(state.to_input, state.validation.images[:1], options.device)
         layout = descriptor_layout(place(model, options.device), options.descriptor_layers, sample)
@@ -36,6 +43,7 @@ class FisherKernelStrategy(Strategy):
             model, state.validation.images, state.to_input, layout, options.device,
             pseudo_label="true" if with_gradients else None, true_labels=state.validation.labels,
             batch_size=options.batch_size, progress=options.progress, description="validation descriptors",
+            store=store,
         )
         reference = Reference(val.z, val.g, state.validation.labels.numpy()) if with_gradients else None
         pool = compute_descriptors(
@@ -43,7 +51,7 @@ class FisherKernelStrategy(Strategy):
             pseudo_label=self.pseudo_label, reference=reference,
             true_labels=state.pool.labels[torch.from_numpy(state.unlabelled)],
             batch_size=options.batch_size, progress=options.progress, description="pool descriptors",
-            perturbation=options.perturbation, seed=state.seed,
+            perturbation=options.perturbation, seed=state.seed, store=store, keep_logits=False,
         )
         misses = miss_set(val.logits, state.validation.labels.numpy(), fallback_size=state.budget)
         rows = fisher_kernel_acquire(

@@ -20,6 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from common.errors import UserError
+from common.images import is_lazy
 from common.seeding import torch_global_seed
 from common.strategies.base import STRATEGIES, AcquisitionState, Strategy
 from common.train import batches, model_input
@@ -113,6 +115,9 @@ class VaalStrategy(Strategy):
         self.settings = settings
 
     def select(self, state: AcquisitionState) -> np.ndarray:
+        if is_lazy(state.pool.images):
+            raise UserError("vaal trains its VAE on the whole pool held in memory; it does not support "
+                            "datasets streamed from files (e.g. imagenet)")
         device = torch.device("cpu") if state.options.device.type != "cuda" else state.options.device
         labelled_positions = np.setdiff1d(np.arange(len(state.pool)), state.unlabelled)
         pool_inputs = model_input(state.to_input, state.pool.images, torch.device("cpu")).contiguous()
