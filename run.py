@@ -20,7 +20,9 @@ from common.experiment import (
     ALL_TRAIN, DatasetArrays, Protocol, RunSettings, ensure_initial_models, prepare_run, run_active_learning,
     run_all_train,
 )
-from common.splits import default_minority_classes
+from common.gen_descr import STORES
+from common.seeding import numpy_rng
+from common.splits import MINORITY_RULES
 from common.strategies import STRATEGIES, AcquisitionOptions
 from common.train import resolve_device, set_cpu_threads
 
@@ -36,7 +38,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     data.add_argument("--imbalance", type=float_list, default=None,
                       help="imbalance ratio(s) ir, comma-separated (default: the dataset's; 1 = balanced)")
     data.add_argument("--minority-classes", type=int_list, default=None,
-                      help="classes subsampled by the imbalance (default: the upper half)")
+                      help="classes subsampled by the imbalance (default: the dataset's rule: the upper half, "
+                           "or for imagenet a seeded half per run)")
     data.add_argument("--val-per-class", type=positive_int, default=None,
                       help="validation images per class (default: the dataset's)")
 
@@ -64,6 +67,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     al.add_argument("--descriptor-layers", default=None,
                     help="FK descriptor layers: a named set of the dataset (LeNet: l80, l20) or comma-separated module names")
     al.add_argument("--top-k", type=positive_int, default=None, help="matches per centre K (default: dataset's)")
+    al.add_argument("--descriptor-store", choices=STORES, default="auto",
+                    help="FK descriptors in memory, in disk-backed memmaps under the run folder (bounded RAM "
+                         "for million-image pools), or auto: disk above 2 GiB per matrix")
     al.add_argument("--vaal-steps", type=positive_int, default=300, help="VAE/discriminator steps per VAAL acquisition")
     al.add_argument("--train-on-validation", action="store_true",
                     help="every method also trains on the labelled validation set (like-for-like with FK)")
@@ -134,7 +140,6 @@ def main(args: argparse.Namespace) -> None:
     methods = args.methods
     if any(u not in (0, 1) for u in args.unsupervised):
         raise UserError(f"--unsupervised takes 0 and/or 1, got {args.unsupervised}")
-    minority = tuple(args.minority_classes) if args.minority_classes else default_minority_classes(spec.num_classes)
     budget = args.budget or spec.budget
     iterations = args.iterations or spec.iterations
     schedule = spec.schedule.with_epochs(args.epochs) if args.epochs else spec.schedule
@@ -147,14 +152,17 @@ def main(args: argparse.Namespace) -> None:
         device=device, mc_samples=args.mc_samples, descriptor_layers=descriptor_layers(spec, args.descriptor_layers),
         feature_layer=spec.penultimate, vaal_steps=args.vaal_steps,
         top_k=args.top_k or spec.top_k, batch_size=args.batch_size or spec.inference_batch_size, progress=progress,
+        descriptor_store=args.descriptor_store,
     )
     data = DatasetArrays(train=spec.load(args.data_root, True), test=spec.load(args.data_root, False))
     started = time.perf_counter()
     for imbalance in args.imbalance or [spec.default_imbalance]:
         for run in run_indices(args):
+            minority = tuple(args.minority_classes) if args.minority_classes else MINORITY_RULES[spec.minority_rule](
+                spec.num_classes, numpy_rng(args.seed + run, "minority"))
             protocol = Protocol(
                 dataset=spec.name, imbalance=imbalance, val_per_class=args.val_per_class or spec.val_per_class,
-                minority_classes=minority, seed=args.seed + run,
+                minority_classes=minority, seed=args.seed + run, imbalance_rule=spec.imbalance_rule,
             )
             ctx = prepare_run(spec, data, protocol, run, args.out, device, progress, log)
             if args.initial:

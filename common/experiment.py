@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable, Container
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Callable, Container
 
 import numpy as np
 import torch
@@ -25,6 +25,7 @@ from torch import nn
 from common import storage
 from common.datasets import DatasetSpec, Split
 from common.errors import UserError
+from common.images import Images, concat, take
 from common.schedule import Schedule
 from common.seeding import numpy_rng, torch_global_seed, torch_seed
 from common.splits import PoolSplit, make_split
@@ -44,6 +45,7 @@ class Protocol:
     val_per_class: int
     minority_classes: tuple[int, ...]
     seed: int  # base_seed + run
+    imbalance_rule: str = "joint"  # common.splits.IMBALANCE_RULES
 
 
 @dataclass(frozen=True)
@@ -106,7 +108,7 @@ def prepare_run(
     folder = run_folder(out, protocol.dataset, protocol.imbalance, protocol.val_per_class, run)
     protocol_path, split_path = folder / "protocol.json", folder / "split.npz"
     if protocol_path.exists() and split_path.exists():
-        stored = storage.read_json(protocol_path)
+        stored = {**_defaults_of_later_fields(Protocol), **storage.read_json(protocol_path)}
         if stored != _plain(protocol):
             raise UserError(
                 f"{folder} was made with a different protocol ({stored}); use another --out or delete it"
@@ -116,14 +118,13 @@ def prepare_run(
     else:
         split = make_split(
             data.train.labels.numpy(), spec.num_classes, protocol.val_per_class, protocol.imbalance,
-            protocol.minority_classes, numpy_rng(protocol.seed, "split"),
+            protocol.minority_classes, numpy_rng(protocol.seed, "split"), protocol.imbalance_rule,
         )
         storage.save_arrays(split_path, val_indices=split.val_indices, pool_indices=split.pool_indices)
         storage.write_json(protocol_path, _plain(protocol))
 
     def cut(indices: np.ndarray) -> Split:
-        index = torch.from_numpy(indices)
-        return Split(images=data.train.images[index], labels=data.train.labels[index])
+        return Split(images=take(data.train.images, indices), labels=data.train.labels[torch.from_numpy(indices)])
 
     return RunContext(
         spec=spec, protocol=protocol, run=run, folder=folder, split=split, pool=cut(split.pool_indices),
@@ -194,7 +195,7 @@ def _check_settings(folder: Path, settings: RunSettings) -> None:
     path = folder / "settings.json"
     if path.exists() and _finished_records(folder):
         # settings added in later versions count as their defaults in older runs
-        stored = {**_defaults_of_later_fields(), **storage.read_json(path)}
+        stored = {**_defaults_of_later_fields(RunSettings), **storage.read_json(path)}
         current = _plain(settings)
         changed = sorted(k for k in current if stored.get(k) != current[k])
         if changed:
@@ -203,9 +204,10 @@ def _check_settings(folder: Path, settings: RunSettings) -> None:
         storage.write_json(path, _plain(settings))
 
 
-def _defaults_of_later_fields() -> dict:
-    """RunSettings fields that have defaults, at those defaults (JSON form)."""
-    return json.loads(json.dumps({f.name: f.default for f in fields(RunSettings) if f.default is not MISSING}))
+def _defaults_of_later_fields(kind: type) -> dict:
+    """A settings dataclass's fields that have defaults, at those defaults (JSON form): files written
+    before a field existed compare as if they held its default."""
+    return json.loads(json.dumps({f.name: f.default for f in fields(kind) if f.default is not MISSING}))
 
 
 def _finished_records(folder: Path) -> list[dict]:
@@ -265,6 +267,7 @@ def _run_active_learning(
             models=models, to_input=spec.normalise, pool=ctx.pool, unlabelled=unlabelled,
             validation=ctx.validation, iteration=iteration, budget=settings.budget,
             rng=numpy_rng(seed, "acquire", iteration), seed=torch_seed(seed, "acquire", iteration), options=options,
+            scratch=folder / "scratch",
         )
         began = time.perf_counter()
         chosen = np.asarray(strategy.select(state), dtype=np.int64)
@@ -335,11 +338,10 @@ def _run_all_train(ctx: RunContext, settings: RunSettings, folder: Path) -> list
     return [record]
 
 
-def _training_set(ctx: RunContext, labelled: np.ndarray, with_validation: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    index = torch.from_numpy(labelled)
-    images, labels = ctx.pool.images[index], ctx.pool.labels[index]
+def _training_set(ctx: RunContext, labelled: np.ndarray, with_validation: bool) -> tuple[Images, torch.Tensor]:
+    images, labels = take(ctx.pool.images, labelled), ctx.pool.labels[torch.from_numpy(labelled)]
     if with_validation:
-        images = torch.cat([images, ctx.validation.images])
+        images = concat(images, ctx.validation.images)
         labels = torch.cat([labels, ctx.validation.labels])
     return images, labels
 

@@ -13,6 +13,38 @@ def default_minority_classes(num_classes: int) -> tuple[int, ...]:
     return tuple(range(num_classes // 2, num_classes))
 
 
+def seeded_half_classes(num_classes: int, rng: np.random.Generator) -> tuple[int, ...]:
+    """A seeded random half of the classes (the ImageNet protocol: no class order to lean on)."""
+    return tuple(sorted(int(c) for c in rng.choice(num_classes, size=num_classes // 2, replace=False)))
+
+
+# How the minority classes' pool images are thinned; a dataset names its rule in its spec.
+def _joint(minority: np.ndarray, _labels: np.ndarray, majority_count: int, imbalance: float,
+           rng: np.random.Generator) -> np.ndarray:
+    """All minority images together subsampled to floor(N_majority / ir) (SPEC section 1)."""
+    keep = min(len(minority), int(np.floor(majority_count / imbalance)))
+    return rng.choice(minority, size=keep, replace=False) if keep < len(minority) else minority
+
+
+def _per_class(minority: np.ndarray, labels: np.ndarray, _majority_count: int, imbalance: float,
+               rng: np.random.Generator) -> np.ndarray:
+    """Each minority class keeps floor(n_c / ir) of its images, i.e. drops (ir-1)/ir of them."""
+    kept = []
+    for cls in np.unique(labels[minority]):
+        members = minority[labels[minority] == cls]
+        kept.append(rng.choice(members, size=int(np.floor(len(members) / imbalance)), replace=False))
+    return np.concatenate(kept) if kept else minority
+
+
+IMBALANCE_RULES = {"joint": _joint, "per-class": _per_class}
+
+# Which classes are the minority when the user names none; seeded rules draw per run.
+MINORITY_RULES = {
+    "upper-half": lambda num_classes, _rng: default_minority_classes(num_classes),
+    "seeded-half": seeded_half_classes,
+}
+
+
 @dataclass(frozen=True)
 class PoolSplit:
     """Indices into the dataset's train split: the validation set and the (biased) pool."""
@@ -28,11 +60,13 @@ def make_split(
     imbalance: float,
     minority_classes: tuple[int, ...],
     rng: np.random.Generator,
+    imbalance_rule: str = "joint",
 ) -> PoolSplit:
     """Draw `val_per_class` validation images per class, then subsample the minority classes.
 
-    The minority classes' pool images are subsampled jointly, uniformly at random, to
-    floor(N_majority / imbalance) images; imbalance 1 keeps everything.
+    By default ("joint") the minority classes' pool images are subsampled jointly, uniformly at
+    random, to floor(N_majority / imbalance) images; "per-class" keeps floor(n_c / imbalance)
+    of each minority class. Imbalance 1 keeps everything.
     """
     labels = np.asarray(labels)
     if imbalance < 1:
@@ -56,7 +90,6 @@ def make_split(
     rest = np.setdiff1d(np.arange(len(labels)), val_indices)
     is_minority = np.isin(labels[rest], np.asarray(minority_classes, dtype=labels.dtype))
     majority, minority = rest[~is_minority], rest[is_minority]
-    keep = min(len(minority), int(np.floor(len(majority) / imbalance)))
-    kept_minority = rng.choice(minority, size=keep, replace=False) if keep < len(minority) else minority
+    kept_minority = IMBALANCE_RULES[imbalance_rule](minority, labels, len(majority), imbalance, rng)
     pool_indices = np.sort(np.concatenate([majority, kept_minority]))
     return PoolSplit(val_indices=val_indices, pool_indices=pool_indices)
