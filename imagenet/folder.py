@@ -1,0 +1,118 @@
+"""ImageFolder-style datasets streamed from disk: <root>/<split>/<class>/<image>.
+
+Images are decoded on demand (PIL) in DataLoader workers: evaluation resizes the
+shorter side to `resize` and takes the centre `crop`; training takes a random resized crop and
+a random horizontal flip. Nothing but the file list is held in memory, so a 1.28M-image pool
+costs about 100 MB of paths (stored as bytes).
+"""
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset
+from torchvision.transforms import v2
+
+from common.errors import UserError
+from common.images import ImageSource
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".ppm", ".tif", ".tiff")
+
+
+def class_folders(root: Path) -> list[str]:
+    """The sorted class folder names of an image folder (label c = the c-th name)."""
+    if not root.is_dir():
+        raise UserError(f"image folder {root} does not exist (expected <class>/<image> folders)")
+    return sorted(entry.name for entry in os.scandir(root) if entry.is_dir())
+
+
+def scan_image_folder(root: Path, classes: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Image files of `root`'s class folders: paths [N] and labels [N], label = index in `classes`
+    (so a test split lacking a class keeps the train split's numbering)."""
+    unknown = sorted(set(class_folders(root)) - set(classes))
+    if unknown:
+        raise UserError(f"{root} has class folders the train split lacks: {', '.join(unknown[:5])}")
+    paths, labels = [], []
+    for label, name in enumerate(classes):
+        if not (root / name).is_dir():
+            continue
+        files = sorted(
+            entry.path for entry in os.scandir(root / name)
+            if entry.is_file() and entry.name.lower().endswith(IMAGE_SUFFIXES)
+        )
+        paths += files
+        labels += [label] * len(files)
+    if not paths:
+        raise UserError(f"no images under {root} (expected <class>/<image> folders)")
+    # bytes, not str: numpy stores str at 4 bytes per character
+    return np.asarray([os.fsencode(path) for path in paths]), np.asarray(labels, dtype=np.int64)
+
+
+def default_workers() -> int:
+    """Decoding processes: every core but one, at most 8 (fewer than that starve a GPU)."""
+    return max(0, min(8, (os.cpu_count() or 1) - 1))
+
+
+class FolderImages(ImageSource):
+    """Image files decoded on demand to uint8 [3, crop, crop]."""
+
+    def __init__(self, paths: np.ndarray, crop: int, resize: int, workers: int | None = None,
+                 positions: np.ndarray | None = None) -> None:
+        self.paths, self.crop, self.resize = paths, crop, resize
+        self.workers = default_workers() if workers is None else workers
+        self.positions = np.arange(len(paths)) if positions is None else positions
+        self.evaluate = v2.Compose([v2.Resize(resize, antialias=True), v2.CenterCrop(crop)])
+        self.augment = v2.Compose([v2.RandomResizedCrop(crop, antialias=True), v2.RandomHorizontalFlip()])
+
+    def __len__(self) -> int:
+        return len(self.positions)
+
+    def take(self, positions: np.ndarray) -> FolderImages:
+        return type(self)(self.paths, self.crop, self.resize, self.workers, self.positions[positions])
+
+    def concat(self, other: ImageSource) -> FolderImages:
+        if not isinstance(other, FolderImages) or other.paths is not self.paths:
+            raise TypeError("only views of the same image folder can be joined")
+        return type(self)(self.paths, self.crop, self.resize, self.workers,
+                          np.concatenate([self.positions, other.positions]))
+
+    def decode(self, position: int, augment: bool) -> torch.Tensor:
+        """One image: uint8 [3, crop, crop] (grey and RGBA files become RGB)."""
+        path = os.fsdecode(self.paths[self.positions[position]])
+        try:
+            with Image.open(path) as file:
+                image = v2.functional.pil_to_tensor(file.convert("RGB"))
+        except OSError as exc:  # includes PIL's UnidentifiedImageError
+            raise UserError(f"cannot decode {path}: {str(exc).splitlines()[0]}") from None
+        return (self.augment if augment else self.evaluate)(image)
+
+    def read(self, positions: np.ndarray, augment: bool) -> torch.Tensor:
+        return torch.stack([self.decode(int(p), augment) for p in positions])
+
+    def stream(self, order: np.ndarray, batch_size: int, augment: bool, device: torch.device) -> Iterator[torch.Tensor]:
+        if self.workers == 0:
+            yield from super().stream(order, batch_size, augment, device)
+            return
+        chunks = [order[start : start + batch_size].tolist() for start in range(0, len(order), batch_size)]
+        loader = DataLoader(
+            _Decoded(self, augment), batch_sampler=chunks, num_workers=self.workers, collate_fn=torch.stack,
+            pin_memory=device.type == "cuda", prefetch_factor=4,
+        )
+        yield from loader
+
+
+class _Decoded(Dataset):
+    """The Dataset face of a FolderImages view (positions in, decoded images out)."""
+
+    def __init__(self, images: FolderImages, augment: bool) -> None:
+        self.images, self.augment = images, augment
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, position: int) -> torch.Tensor:
+        return self.images.decode(position, self.augment)
