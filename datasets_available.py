@@ -5,7 +5,7 @@ import this module once.
 """
 import importlib
 
-DATASET_PACKAGES = ("mnist",)
+DATASET_PACKAGES = ("mnist", "svhn", "cifar", "imagenet")
 
 for _package in DATASET_PACKAGES:
     importlib.import_module(_package)
