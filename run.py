@@ -12,15 +12,29 @@ from pathlib import Path
 
 import datasets_available  # noqa: F401  (registers every dataset)
 from common.cli import (
-    DefaultsHelpFormatter, OneLineErrorParser, comma_list, float_list, int_list, non_negative_int, positive_int, run_main,
+    DefaultsHelpFormatter,
+    OneLineErrorParser,
+    comma_list,
+    float_list,
+    int_list,
+    non_negative_int,
+    positive_int,
+    run_main,
 )
 from common.datasets import DATASETS, LOCAL_DATA, DatasetSpec
 from common.errors import UserError
 from common.experiment import (
-    ALL_TRAIN, DatasetArrays, Protocol, RunSettings, ensure_initial_models, prepare_run, run_active_learning,
+    ALL_TRAIN,
+    DatasetArrays,
+    Protocol,
+    RunSettings,
+    ensure_initial_models,
+    prepare_run,
+    run_active_learning,
     run_all_train,
 )
 from common.gen_descr import STORES
+from common.search import INDEX_KINDS, SearchSettings
 from common.seeding import numpy_rng
 from common.splits import MINORITY_RULES
 from common.strategies import STRATEGIES, AcquisitionOptions
@@ -70,6 +84,14 @@ def get_args_parser() -> argparse.ArgumentParser:
     al.add_argument("--descriptor-store", choices=STORES, default="auto",
                     help="FK descriptors in memory, in disk-backed memmaps under the run folder (bounded RAM "
                          "for million-image pools), or auto: disk above 2 GiB per matrix")
+    al.add_argument("--index", choices=INDEX_KINDS, default="auto",
+                    help="FK matching: exact inner product, IVF (approximate), or auto: IVF on CPU for pools of "
+                         "--ivf-threshold images searched by at least 4 x nlist centres, else exact "
+                         "(recall@K of IVF against exact is recorded as match_recall)")
+    al.add_argument("--nlist", type=positive_int, default=None, help="IVF lists (default: about 4 sqrt(pool))")
+    al.add_argument("--nprobe", type=positive_int, default=16, help="IVF lists searched per centre")
+    al.add_argument("--ivf-threshold", type=non_negative_int, default=200_000,
+                    help="smallest pool for which auto may pick IVF")
     al.add_argument("--vaal-steps", type=positive_int, default=300, help="VAE/discriminator steps per VAAL acquisition")
     al.add_argument("--train-on-validation", action="store_true",
                     help="every method also trains on the labelled validation set (like-for-like with FK)")
@@ -153,6 +175,7 @@ def main(args: argparse.Namespace) -> None:
         feature_layer=spec.penultimate, vaal_steps=args.vaal_steps,
         top_k=args.top_k or spec.top_k, batch_size=args.batch_size or spec.inference_batch_size, progress=progress,
         descriptor_store=args.descriptor_store,
+        search=SearchSettings(index=args.index, nlist=args.nlist, nprobe=args.nprobe, ivf_threshold=args.ivf_threshold),
     )
     data = DatasetArrays(train=spec.load(args.data_root, True), test=spec.load(args.data_root, False))
     started = time.perf_counter()

@@ -285,7 +285,8 @@ def _run_active_learning(
                 description=f"train b={iteration}",
             )
         validation_labels = len(ctx.validation) if strategy.uses_validation_labels or settings.train_on_validation else 0
-        record = _record(ctx, settings, iteration, len(labelled), validation_labels, models, acquire_seconds, train_seconds)
+        record = {**_record(ctx, settings, iteration, len(labelled), validation_labels, models, acquire_seconds,
+                            train_seconds), **state.notes}
         storage.save_checkpoint(folder / f"model_{iteration:03d}.pt", {"states": [m.state_dict() for m in models]})
         storage.append_jsonl(folder / "metrics.jsonl", record)
         if iteration - 1 not in keep_checkpoints:

@@ -1,13 +1,15 @@
 """Stage 3: Fisher-kernel feature-density matching, the FK acquisition (SPEC section 5).
 
 miss set (misclassified validation images) -> k-centre greedy centres -> top-K most similar
-unlabelled pool images per centre (FAISS inner product) -> rank-major unique fill of `budget`.
+unlabelled pool images per centre (FAISS inner product: exact, or IVF for very large pools, see
+common.search.SearchSettings) -> rank-major unique fill of `budget`.
 """
 from __future__ import annotations
 
 import numpy as np
 
 from common import search
+from common.search import DEFAULT_SETTINGS, SearchSettings
 
 
 def miss_set(val_logits: np.ndarray, val_labels: np.ndarray, fallback_size: int) -> np.ndarray:
@@ -55,23 +57,47 @@ def rank_major_fill(candidate_ids: np.ndarray, candidate_similarities: np.ndarra
 
 
 def match_pool(
-    centre_vectors: np.ndarray, pool_vectors: np.ndarray, budget: int, top_k: int
+    centre_vectors: np.ndarray,
+    pool_vectors: np.ndarray,
+    budget: int,
+    top_k: int,
+    *,
+    search_settings: SearchSettings = DEFAULT_SETTINGS,
+    report: dict | None = None,
 ) -> np.ndarray:
     """`budget` distinct rows of `pool_vectors` [U, D] most similar to the centres, rank-major.
 
     If the top-K lists hold fewer than `budget` distinct rows, K is doubled and the search
-    repeated, so the result is exactly `budget` rows whenever U >= budget.
+    repeated; when an IVF index pads lists with -1 (its probed lists ran out), nprobe is
+    doubled too. So the result is exactly `budget` rows whenever U >= budget.
+    With an approximate index, `report` (if given) receives "match_recall": recall@K of the
+    last search against exact search on a seeded sample of at most RECALL_SAMPLE centres.
     """
     if budget > len(pool_vectors):
         raise ValueError(f"budget {budget} exceeds the {len(pool_vectors)} unlabelled images")
-    index = search.inner_product_index(pool_vectors)
+    searcher = search.PoolSearch(pool_vectors, search_settings, queries=len(centre_vectors))
     k = min(top_k, len(pool_vectors))
     while True:
-        similarities, ids = search.search(index, centre_vectors, k)
+        similarities, ids = searcher.top_k(centre_vectors, k)
         selected = rank_major_fill(ids, similarities, budget)
-        if len(selected) == budget or k == len(pool_vectors):
+        if len(selected) == budget:
+            if report is not None and searcher.approximate:
+                report["match_recall"] = _sampled_recall(centre_vectors, pool_vectors, ids, k)
+            return selected
+        widened = bool((ids < 0).any()) and searcher.widen()
+        if k == len(pool_vectors) and not widened:  # exhaustive search: every pool row was listed
             return selected
         k = min(2 * k, len(pool_vectors))
+
+
+RECALL_SAMPLE = 256  # centres checked against exact search when the index is approximate
+
+
+def _sampled_recall(centres: np.ndarray, pool: np.ndarray, approx_ids: np.ndarray, k: int) -> float:
+    """Recall@k of `approx_ids` [Q, k] on a fixed sample of centres, by an exact streamed scan."""
+    rows = np.random.default_rng(0).choice(len(centres), size=min(RECALL_SAMPLE, len(centres)), replace=False)
+    _, exact_ids = search.exact_top_k(pool, centres[rows], k)
+    return search.recall_at_k(exact_ids, approx_ids[rows])
 
 
 def fisher_kernel_acquire(
@@ -81,8 +107,11 @@ def fisher_kernel_acquire(
     budget: int,
     top_k: int,
     rng: np.random.Generator,
+    *,
+    search_settings: SearchSettings = DEFAULT_SETTINGS,
+    report: dict | None = None,
 ) -> np.ndarray:
     """Rows of `pool_vectors` (the unlabelled pool) to label next, given the miss set."""
     miss_vectors = val_vectors[misses]
     centres = miss_vectors[k_centre_greedy(miss_vectors, budget, rng)] if len(misses) > budget else miss_vectors
-    return match_pool(centres, pool_vectors, budget, top_k)
+    return match_pool(centres, pool_vectors, budget, top_k, search_settings=search_settings, report=report)

@@ -7,7 +7,7 @@ define `score`; ranking (top-`budget`, seeded tie-breaks) lives once in `ScoreSt
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +18,7 @@ from common.datasets import Split
 from common.gen_descr import Perturbation
 from common.images import Images, take
 from common.registry import Registry
+from common.search import DEFAULT_SETTINGS, SearchSettings
 from common.train import ToInput
 
 
@@ -35,6 +36,7 @@ class AcquisitionOptions:
     batch_size: int = 512
     progress: bool = False
     descriptor_store: str = "memory"  # FK descriptors: memory | disk (memmap under the run's scratch) | auto
+    search: SearchSettings = DEFAULT_SETTINGS  # FK matching index (exact / IVF)
 
 
 @dataclass(frozen=True)
@@ -52,6 +54,7 @@ class AcquisitionState:
     seed: int  # for torch-side randomness (dropout masks)
     options: AcquisitionOptions
     scratch: Path | None = None  # where disk-backed temporaries of this acquisition may go
+    notes: dict = field(default_factory=dict)  # what the strategy measured, added to the metrics record
 
     def unlabelled_images(self) -> Images:
         return take(self.pool.images, self.unlabelled)

@@ -55,7 +55,8 @@ class FisherKernelStrategy(Strategy):
         )
         misses = miss_set(val.logits, state.validation.labels.numpy(), fallback_size=state.budget)
         rows = fisher_kernel_acquire(
-            val.vectors(with_gradients), misses, pool.vectors(with_gradients), state.budget, options.top_k, state.rng
+            val.vectors(with_gradients), misses, pool.vectors(with_gradients), state.budget, options.top_k, state.rng,
+            search_settings=options.search, report=state.notes,
         )
         return state.unlabelled[rows]
 
