@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import tracemalloc
+from pathlib import Path
 
 import faiss
 import numpy as np
@@ -238,10 +239,21 @@ def test_match_pool_reports_recall_only_for_the_approximate_index(easy_pool):
     assert exact_report == {}
 
 
-def test_cli_ivf_and_disk_store_record_match_recall(run_main, tmp_path):
+def test_cli_ivf_and_disk_store_record_match_recall(run_main, tmp_path, monkeypatch):
+    """--descriptor-store disk puts the descriptors in memmaps (spied on), --index ivf reports recall."""
+    opened = []
+    real_open_memmap = np.lib.format.open_memmap
+
+    def spy(path, *args, **kwargs):
+        opened.append(Path(path).name)
+        return real_open_memmap(path, *args, **kwargs)
+
+    monkeypatch.setattr(np.lib.format, "open_memmap", spy)
     result = run_main("--out", tmp_path, "--methods", "fk-nn", "--index", "ivf", "--nprobe", "2",
                       "--descriptor-store", "disk", *FAST_FLAGS)
     assert result.returncode == 0, result.stderr
     (metrics,) = tmp_path.glob("digits/*/run0/unsup0/fk-nn/metrics.jsonl")
     records = [json.loads(line) for line in metrics.read_text().splitlines()]
     assert len(records) == 2 and all(0.0 < r["match_recall"] <= 1.0 for r in records)
+    assert opened == ["validation_descriptors.npy", "pool_descriptors.npy"] * 2  # both iterations
+    assert not (metrics.parent / "scratch").exists()
