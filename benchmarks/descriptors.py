@@ -9,7 +9,12 @@ in memory (so decoding is not measured), in one process, best of --repeats:
 The ratio forward/z+g is the issue's "within 3x of a plain forward pass" check. Timings vary
 2-10x on shared machines: read the ratios. Results go to the Markdown file --out.
 
+With --memory-pool N it instead measures peak resident memory of z+g descriptor generation for
+a pool of N LeNet images synthesised batch by batch (an ImageSource, like a streamed image
+folder), with the descriptor store in memory and on disk, each in a fresh process.
+
     python benchmarks/descriptors.py [--device auto] [--threads 1] [--quick]
+    python benchmarks/descriptors.py --memory-pool 1000000 --threads 1
 """
 from __future__ import annotations
 
@@ -17,10 +22,13 @@ import argparse
 import datetime
 import os
 import platform
+import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 REPO = Path(__file__).resolve().parent.parent
@@ -28,7 +36,8 @@ sys.path.insert(0, str(REPO))
 
 import datasets_available  # noqa: E402,F401  (registers every dataset)
 from common.datasets import DATASETS  # noqa: E402
-from common.gen_descr import compute_descriptors, descriptor_layout  # noqa: E402
+from common.gen_descr import DescriptorStore, compute_descriptors, descriptor_layout  # noqa: E402
+from common.images import ImageSource  # noqa: E402
 from common.train import model_input, place, predict_logits, resolve_device, set_cpu_threads, train_model  # noqa: E402
 
 # (dataset whose model, normalisation and descriptor layers are used, image shape, images on CPU, on GPU)
@@ -47,7 +56,96 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--repeats", type=int, default=2, help="best of this many timings")
     parser.add_argument("--quick", action="store_true", help="a quarter of the images")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "descriptors.md")
+    parser.add_argument("--memory-pool", type=int, default=None, help="peak-memory mode: pool size N")
+    parser.add_argument("--child-store", default=None, help=argparse.SUPPRESS)
     return parser
+
+
+class SyntheticImages(ImageSource):
+    """`count` random uint8 images made batch by batch (nothing held): a stand-in for a streamed folder."""
+
+    def __init__(self, count: int, shape: tuple[int, ...]) -> None:
+        self.count, self.shape = count, shape
+
+    def __len__(self) -> int:
+        return self.count
+
+    def take(self, positions: np.ndarray) -> ImageSource:
+        return SyntheticImages(len(positions), self.shape)
+
+    def read(self, positions: np.ndarray, augment: bool) -> torch.Tensor:
+        generator = torch.Generator().manual_seed(int(positions[0]) if len(positions) else 0)
+        return torch.randint(0, 256, (len(positions), *self.shape), dtype=torch.uint8, generator=generator)
+
+
+def status_mb(field: str) -> float:
+    """A memory field of /proc/self/status (VmHWM: peak resident; RssAnon: anonymous resident), MB."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+class AnonymousPeak:
+    """Samples RssAnon every 50 ms: memory the process cannot give back. (VmHWM also counts a
+    memmap's file pages, which the kernel may evict at any time, so it overstates a disk store.)"""
+
+    def __init__(self) -> None:
+        import threading
+
+        self.peak, self.running = status_mb("RssAnon"), True
+        self.thread = threading.Thread(target=self._sample, daemon=True)
+        self.thread.start()
+
+    def _sample(self) -> None:
+        while self.running:
+            self.peak = max(self.peak, status_mb("RssAnon"))
+            time.sleep(0.05)
+
+    def stop(self) -> float:
+        self.running = False
+        self.thread.join()
+        return max(self.peak, status_mb("RssAnon"))
+
+
+def memory_child(count: int, store_mode: str) -> None:
+    """Describe `count` synthetic LeNet images with z+g into a `store_mode` store; print seconds and peak MB."""
+    spec = DATASETS.get("fashion-mnist")
+    model = spec.model(spec.num_classes, False).eval()
+    images = SyntheticImages(count, (1, 28, 28))
+    layout = descriptor_layout(model, spec.descriptor_layers[spec.default_layer_set],
+                               model_input(spec.normalise, images[:1], torch.device("cpu")))
+    with tempfile.TemporaryDirectory() as scratch:
+        store = DescriptorStore(store_mode, Path(scratch))
+        baseline = status_mb("RssAnon")
+        sampler = AnonymousPeak()
+        began = time.perf_counter()
+        result = compute_descriptors(model, images, spec.normalise, layout, torch.device("cpu"), "pred",
+                                     batch_size=spec.inference_batch_size, store=store, keep_logits=False)
+        seconds = time.perf_counter() - began
+        peak = sampler.stop()
+        print(f"{seconds:.1f} {baseline:.0f} {peak:.0f} {status_mb('VmHWM'):.0f} {result.matrix.nbytes / 2**20:.0f}")
+
+
+def memory_table(args: argparse.Namespace) -> str:
+    rows = []
+    for mode in ("memory", "disk"):
+        command = [sys.executable, __file__, "--memory-pool", str(args.memory_pool), "--child-store", mode]
+        if args.threads:
+            command += ["--threads", str(args.threads)]
+        seconds, baseline, peak, resident, matrix = subprocess.run(
+            command, check=True, capture_output=True, text=True).stdout.split()[-5:]
+        rows.append(f"| {mode} | {args.memory_pool:,} | {matrix} | {seconds} | {baseline} | {peak} | {resident} |")
+        print(rows[-1], flush=True)
+    return "\n".join([
+        f"Peak memory of z+g descriptor generation, LeNet (L=80, matrix [N, 160] float32), synthetic images "
+        f"made per batch ({datetime.date.today()}; {machine(torch.device('cpu'))})",
+        "",
+        "| store | pool images | descriptor matrix MB | seconds | anonymous MB before | peak anonymous MB "
+        "| peak resident MB (incl. page cache of the memmap) |",
+        "|---|---|---|---|---|---|---|",
+        *rows,
+    ])
 
 
 def best_seconds(action, repeats: int, device: torch.device) -> float:
@@ -104,6 +202,15 @@ def main() -> None:
     device = resolve_device(args.device)
     if args.threads:
         set_cpu_threads(args.threads)
+    if args.child_store:
+        memory_child(args.memory_pool, args.child_store)
+        return
+    if args.memory_pool:
+        table = memory_table(args)
+        out = args.out.with_name("descriptor_memory.md")
+        out.write_text(table + "\n")
+        print(f"\n{table}\nwritten to {out}")
+        return
     rows = []
     for name in args.models.split(","):
         rates = measure(name, device, args.repeats, args.quick)

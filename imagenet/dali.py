@@ -34,7 +34,8 @@ class DaliFolderImages(FolderImages):
             yield from super().stream(order, batch_size, augment, device)
             return
         from nvidia.dali import fn, pipeline_def, types
-        from nvidia.dali.plugin.pytorch import DALIGenericIterator, LastBatchPolicy
+        from nvidia.dali.plugin.base_iterator import LastBatchPolicy
+        from nvidia.dali.plugin.pytorch import DALIGenericIterator
 
         files = [os.fsdecode(path) for path in self.paths[self.positions[order]]]
         crop, resize = self.crop, self.resize
@@ -58,4 +59,4 @@ class DaliFolderImages(FolderImages):
         batches = DALIGenericIterator([pipeline()], ["images"], reader_name="reader",
                                       last_batch_policy=LastBatchPolicy.PARTIAL)
         for outputs in batches:
-            yield outputs[0]["images"]  # uint8 [B, 3, crop, crop] on the GPU
+            yield outputs[0]["images"]  # uint8 [B, 3, crop, crop] on the GPU, DALI-owned until the next batch
