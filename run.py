@@ -79,7 +79,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     al.add_argument("--mc-samples", type=positive_int, default=20, help="dropout passes K for the *-mc methods")
     al.add_argument("--ensemble", type=positive_int, default=1, help="independently initialised models E")
     al.add_argument("--descriptor-layers", default=None,
-                    help="FK descriptor layers: a named set of the dataset (LeNet: l80, l20) or comma-separated module names")
+                    help="FK descriptor layers: a named set of the dataset (LeNet: l80, l20; ResNets: l256, l768) or comma-separated module names")
     al.add_argument("--top-k", type=positive_int, default=None, help="matches per centre K (default: dataset's)")
     al.add_argument("--descriptor-store", choices=STORES, default="auto",
                     help="FK descriptors in memory, in disk-backed memmaps under the run folder (bounded RAM "
