@@ -193,3 +193,26 @@ def test_prepare_run_keeps_pool_lazy(tiny_spec, tiny_root, tmp_path):
     ctx = prepare_run(tiny_spec, data, protocol, 0, tmp_path, torch.device("cpu"))
     assert isinstance(ctx.pool.images, FolderImages) and len(ctx.pool.images) == len(ctx.pool.labels)
     assert torch.equal(ctx.pool.images[:2], data.train.images[ctx.split.pool_indices[:2]])
+
+
+def test_dali_source_is_chosen_when_available_and_falls_back_on_cpu(monkeypatch, tiny_spec, tiny_root):
+    import imagenet
+    from imagenet.dali import DaliFolderImages, dali_available
+
+    assert dali_available() == (torch.cuda.is_available() and _importable("nvidia.dali"))
+    monkeypatch.setattr(imagenet, "dali_available", lambda: True)
+    source = tiny_spec.load(tiny_root, True).images
+    assert isinstance(source, DaliFolderImages)
+    order = torch.tensor([3, 0, 7])
+    streamed = torch.cat([batch for _, batch in image_batches(source, 2, torch.device("cpu"), order=order)])
+    assert torch.equal(streamed, FolderImages(source.paths, crop=32, resize=36, workers=0)[order])
+
+
+def _importable(module: str) -> bool:
+    import importlib
+
+    try:
+        importlib.import_module(module)
+    except ImportError:
+        return False
+    return True
