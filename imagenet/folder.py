@@ -99,10 +99,13 @@ class FolderImages(ImageSource):
             return
         chunks = [order[start : start + batch_size].tolist() for start in range(0, len(order), batch_size)]
         loader = DataLoader(
-            _Decoded(self, augment), batch_sampler=chunks, num_workers=self.workers, collate_fn=torch.stack,
+            _Decoded(self, augment), batch_sampler=chunks, num_workers=self.workers, collate_fn=_stack_or_error,
             pin_memory=device.type == "cuda", prefetch_factor=4,
         )
-        yield from loader
+        for batch in loader:
+            if isinstance(batch, str):  # a worker's UserError, raised here as the one-line error it is
+                raise UserError(batch)
+            yield batch
 
 
 class _Decoded(Dataset):
@@ -114,5 +117,14 @@ class _Decoded(Dataset):
     def __len__(self) -> int:
         return len(self.images)
 
-    def __getitem__(self, position: int) -> torch.Tensor:
-        return self.images.decode(position, self.augment)
+    def __getitem__(self, position: int) -> torch.Tensor | str:
+        try:
+            return self.images.decode(position, self.augment)
+        except UserError as error:  # re-raised in a worker it would reach the user wrapped in a traceback
+            return str(error)
+
+
+def _stack_or_error(images: list[torch.Tensor | str]) -> torch.Tensor | str:
+    """One uint8 batch, or the first decoding error's message."""
+    errors = [image for image in images if isinstance(image, str)]
+    return errors[0] if errors else torch.stack(images)

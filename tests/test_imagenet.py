@@ -91,6 +91,9 @@ def test_corrupt_image_is_a_user_error(tmp_path):
     paths, _ = scan_image_folder(tmp_path / "train", ["ant"])
     with pytest.raises(UserError, match="cannot decode"):
         FolderImages(paths, crop=8, resize=8)[:1]
+    in_workers = FolderImages(paths, crop=8, resize=8, workers=1)  # the error crosses the process boundary
+    with pytest.raises(UserError, match=r"^cannot decode .*000\.png"):
+        list(image_batches(in_workers, 1, torch.device("cpu"), order=torch.tensor([0])))
 
 
 def test_views_workers_and_augmentation(tiny_spec, tiny_root):
