@@ -5,6 +5,11 @@ Re-running a command resumes it: finished iterations are kept, a half-done one i
 """
 from __future__ import annotations
 
+from common.cli import exit_quietly_on_interrupt
+
+if __name__ == "__main__":
+    exit_quietly_on_interrupt()  # before the heavy imports: Ctrl-C while importing is one line too
+
 import argparse
 import sys
 import time
@@ -29,6 +34,7 @@ from common.experiment import (
     Protocol,
     RunSettings,
     ensure_initial_models,
+    imbalance_name,
     prepare_run,
     run_active_learning,
     run_all_train,
@@ -156,6 +162,8 @@ def check_budget(pool_size: int, budget: int, iterations: int) -> None:
 
 def main(args: argparse.Namespace) -> None:
     spec = DATASETS.get(args.dataset)
+    if args.out.exists() and not args.out.is_dir():
+        raise UserError(f"--out {args.out} is not a folder")
     for name in args.methods:
         if name != ALL_TRAIN:
             STRATEGIES.get(name)  # unknown name: one-line error listing the valid ones (all-train aside)
@@ -190,7 +198,7 @@ def main(args: argparse.Namespace) -> None:
             ctx = prepare_run(spec, data, protocol, run, args.out, device, progress, log)
             if args.initial:
                 ensure_initial_models(ctx, args.ensemble)
-                log(f"[{spec.name} ir{imbalance:g} run{run}] initial models in {ctx.folder / 'initial'}")
+                log(f"[{spec.name} ir{imbalance_name(imbalance)} run{run}] initial models in {ctx.folder / 'initial'}")
                 continue
             if any(m != ALL_TRAIN for m in methods):
                 check_budget(len(ctx.pool), budget, iterations)

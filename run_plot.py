@@ -8,6 +8,11 @@ Markdown table into <out>/<dataset>/plots/.
 """
 from __future__ import annotations
 
+from common.cli import exit_quietly_on_interrupt
+
+if __name__ == "__main__":
+    exit_quietly_on_interrupt()  # before the heavy imports: Ctrl-C while importing is one line too
+
 import argparse
 import csv
 from pathlib import Path
@@ -17,9 +22,10 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from common.cli import DefaultsHelpFormatter, OneLineErrorParser, run_main  # noqa: E402
+from common.cli import DefaultsHelpFormatter, OneLineErrorParser, fraction, imbalance_ratio, run_main  # noqa: E402
 from common.datasets import LOCAL_DATA  # noqa: E402
 from common.errors import UserError  # noqa: E402
+from common.experiment import imbalance_name, protocol_name  # noqa: E402
 from common.reporting import (  # noqa: E402
     ALL_TRAIN, Curve, aggregate, label_savings, load_records, safe_name, savings_markdown,
 )
@@ -32,10 +38,10 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser = OneLineErrorParser(description=__doc__, formatter_class=DefaultsHelpFormatter)
     parser.add_argument("--dataset", default="digits")
     parser.add_argument("--out", type=Path, default=LOCAL_DATA, help="results folder given to run.py (default: local_data/)")
-    parser.add_argument("--imbalance", type=float, default=None, help="only this imbalance ratio")
+    parser.add_argument("--imbalance", type=imbalance_ratio, default=None, help="only this imbalance ratio")
     parser.add_argument("--count-validation", action="store_true",
                         help="x axis = pool labels + the validation labels a method used (FK, +trainval)")
-    parser.add_argument("--target", type=float, default=None,
+    parser.add_argument("--target", type=fraction, default=None,
                         help="accuracy target of the label-savings table (default: best baseline at the final budget)")
     return parser
 
@@ -43,7 +49,7 @@ def get_args_parser() -> argparse.ArgumentParser:
 def setting_stem(key: tuple, count_validation: bool) -> str:
     imbalance, val_per_class, unsupervised = key
     suffix = "_countval" if count_validation else ""
-    return safe_name(f"ir{imbalance:g}_val{val_per_class}_unsup{unsupervised}{suffix}")
+    return safe_name(f"{protocol_name(imbalance, val_per_class)}_unsup{unsupervised}{suffix}")
 
 
 def draw(setting: tuple, per_metric: dict[str, dict[str, Curve]], savings_text: str, title: str, x_name: str):
@@ -75,7 +81,7 @@ def write_csv(path: Path, per_setting: dict[tuple, dict[str, dict[str, Curve]]])
             for metric, curves in per_metric.items():
                 for method, curve in sorted(curves.items()):
                     for x, mean, std, runs in zip(curve.x, curve.mean, curve.std, curve.runs):
-                        writer.writerow([f"{imbalance:g}", val_per_class, unsupervised, method, metric,
+                        writer.writerow([imbalance_name(imbalance), val_per_class, unsupervised, method, metric,
                                          int(x), f"{mean:.6f}", f"{std:.6f}", int(runs)])
 
 
@@ -119,10 +125,14 @@ def report(records: list[dict], dataset: str, folder: Path, count_validation: bo
 def main(args: argparse.Namespace) -> None:
     root = args.out / args.dataset
     records = load_records(root)
-    if args.imbalance is not None:
-        records = [r for r in records if r["imbalance"] == args.imbalance]
     if not records:
         raise UserError(f"no metrics.jsonl results under {root}; run run.py first")
+    if args.imbalance is not None:
+        found = sorted({r["imbalance"] for r in records})
+        records = [r for r in records if r["imbalance"] == args.imbalance]
+        if not records:
+            raise UserError(f"no results for --imbalance {imbalance_name(args.imbalance)} under {root} "
+                            f"(found: {', '.join(map(imbalance_name, found))})")
     for path in report(records, args.dataset, root / "plots", args.count_validation, args.target):
         print(path)
 

@@ -9,6 +9,11 @@ Reads the weights kept by run.py (the latest iteration always; earlier ones with
 """
 from __future__ import annotations
 
+from common.cli import exit_quietly_on_interrupt
+
+if __name__ == "__main__":
+    exit_quietly_on_interrupt()  # before the heavy imports: Ctrl-C while importing is one line too
+
 import argparse
 from pathlib import Path
 
@@ -21,10 +26,13 @@ import torch  # noqa: E402
 
 import datasets_available  # noqa: E402,F401  (registers every dataset)
 from common import storage  # noqa: E402
-from common.cli import DefaultsHelpFormatter, OneLineErrorParser, comma_list, positive_int, run_main  # noqa: E402
+from common.cli import (  # noqa: E402
+    DefaultsHelpFormatter, OneLineErrorParser, comma_list, imbalance_ratio, positive_int, run_main,
+)
 from common.datasets import DATASETS, LOCAL_DATA, DatasetSpec, Split  # noqa: E402
 from common.errors import UserError  # noqa: E402
-from common.experiment import build_models, run_folder  # noqa: E402
+from common.experiment import build_models, protocol_name, run_folder  # noqa: E402
+from common.records import object_with_fields  # noqa: E402
 from common.gen_descr import layer_features  # noqa: E402
 from common.reporting import confusion_matrix, safe_name  # noqa: E402
 from common.train import predict_logits, resolve_device  # noqa: E402
@@ -38,7 +46,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--dataset", default="digits", help=f"one of: {', '.join(DATASETS.names())}")
     parser.add_argument("--data-root", type=Path, default=None, help="as given to run.py")
     parser.add_argument("--out", type=Path, default=LOCAL_DATA, help="results folder given to run.py (default: local_data/)")
-    parser.add_argument("--imbalance", type=float, default=None, help="(default: the dataset's)")
+    parser.add_argument("--imbalance", type=imbalance_ratio, default=None, help="(default: the dataset's)")
     parser.add_argument("--val-per-class", type=positive_int, default=None, help="(default: the dataset's)")
     parser.add_argument("--run", type=int, default=0)
     parser.add_argument("--unsupervised", type=int, choices=(0, 1), default=0)
@@ -82,7 +90,7 @@ def choose(run_dir: Path, unsupervised: int, methods: list[str] | None, iteratio
 
 
 def load_model(spec: DatasetSpec, method_dir: Path, iteration: int) -> torch.nn.Module:
-    states = storage.load_checkpoint(method_dir / f"model_{iteration:03d}.pt")["states"]
+    states = storage.load_checkpoint(method_dir / f"model_{iteration:03d}.pt", "states")
     return build_models(spec, states[:1], mc_dropout=False)[0]
 
 
@@ -145,7 +153,7 @@ def main(args: argparse.Namespace) -> None:
     run_dir = run_folder(args.out, spec.name, imbalance, val_per_class, args.run)
     if not (run_dir / "protocol.json").exists():
         raise UserError(f"no run at {run_dir}; check --out/--dataset/--imbalance/--val-per-class/--run")
-    protocol = storage.read_json(run_dir / "protocol.json")
+    protocol = storage.read_json(run_dir / "protocol.json", object_with_fields({"minority_classes", "seed"}))
     minority = set(protocol["minority_classes"])
     methods, iteration = choose(run_dir, args.unsupervised, args.methods, args.iteration)
     device = resolve_device(args.device)
@@ -154,7 +162,7 @@ def main(args: argparse.Namespace) -> None:
     models = {m: load_model(spec, run_dir / f"unsup{args.unsupervised}" / m, iteration) for m in methods}
     plots = args.out / spec.name / "plots"
     plots.mkdir(parents=True, exist_ok=True)
-    stem = safe_name(f"ir{imbalance:g}_val{val_per_class}_unsup{args.unsupervised}_run{args.run}_b{iteration}")
+    stem = safe_name(f"{protocol_name(imbalance, val_per_class)}_unsup{args.unsupervised}_run{args.run}_b{iteration}")
     title = f"{spec.name}, imbalance {imbalance:g}, run {args.run}, iteration {iteration}"
 
     predictions = {m: predict_logits(model, test.images, spec.normalise, device).argmax(1).numpy()

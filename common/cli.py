@@ -1,11 +1,20 @@
-"""Argument parsing shared by the CLIs: one-line errors and typed comma lists."""
+"""Argument parsing shared by the CLIs: one-line errors and typed comma lists.
+
+Imports only the standard library (and common.errors), so a CLI can install its Ctrl-C handling
+before it imports torch.
+"""
 from __future__ import annotations
 
 import argparse
+import os
+import signal
 import sys
+from pathlib import Path
 from typing import Callable, NoReturn
 
-from common.errors import UserError
+from common.errors import UserError, describe_os_error
+
+INTERRUPTED_EXIT = 130  # 128 + SIGINT, what shells report for Ctrl-C
 
 
 class OneLineErrorParser(argparse.ArgumentParser):
@@ -68,14 +77,58 @@ def float_list(text: str) -> list[float]:
     return values
 
 
-def run_main(main: Callable[[argparse.Namespace], None], parser: argparse.ArgumentParser) -> None:
-    """Parse the flags and run `main`; a UserError becomes one stderr line and exit code 2."""
-    arguments = parser.parse_args()
+def _interrupted_message(prog: str) -> str:
+    return f"{prog}: interrupted; run the same command again to resume"
+
+
+def exit_quietly_on_interrupt(prog: str | None = None) -> None:
+    """Until run_main starts, Ctrl-C prints one line and exits with 130 (no traceback out of the
+    imports). Call it first thing in a CLI script, before heavy imports."""
+    name = prog or Path(sys.argv[0]).name
+
+    def stop(_signal: int, _frame) -> None:
+        print(_interrupted_message(name), file=sys.stderr, flush=True)
+        os._exit(INTERRUPTED_EXIT)  # nothing was written yet: leave at once, wherever the import was
+
+    signal.signal(signal.SIGINT, stop)
+
+
+def fraction(text: str) -> float:
+    """A number in (0, 1], e.g. an accuracy target."""
     try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0.0 < value <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a number in (0, 1], got {text!r}")
+    return value
+
+
+def imbalance_ratio(text: str) -> float:
+    """One imbalance ratio: a finite number >= 1."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 1.0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"expected one finite number >= 1, got {text!r}")
+    return value
+
+
+def run_main(main: Callable[[argparse.Namespace], None], parser: argparse.ArgumentParser) -> None:
+    """Parse the flags and run `main`; a UserError or a file-system error becomes one stderr line and
+    exit code 2, Ctrl-C one line and exit code 130."""
+    if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # from here on: KeyboardInterrupt, cleanups run
+    try:
+        arguments = parser.parse_args()
         main(arguments)
     except UserError as error:
         print(f"{parser.prog}: error: {error}", file=sys.stderr)
         sys.exit(2)
+    except OSError as error:  # a read-only or full --out, a path that is a file: one line, not a traceback
+        print(f"{parser.prog}: error: {describe_os_error(error)}", file=sys.stderr)
+        sys.exit(2)
     except KeyboardInterrupt:
-        print(f"{parser.prog}: interrupted; run the same command again to resume", file=sys.stderr)
-        sys.exit(130)
+        print(_interrupted_message(parser.prog), file=sys.stderr)
+        sys.exit(INTERRUPTED_EXIT)
