@@ -13,6 +13,7 @@ Layout under <out>/<dataset>/ir<IR>_val<V>/run<R>/  (V: validation images per cl
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from collections.abc import Callable, Container
 from dataclasses import MISSING, asdict, dataclass, field, fields
@@ -22,6 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from common import records as contract
 from common import storage
 from common.datasets import DatasetSpec, Split
 from common.errors import UserError
@@ -90,9 +92,20 @@ class RunContext:
     log: Callable[[str], None] = field(default=print)
 
 
+def imbalance_name(imbalance: float) -> str:
+    """The imbalance ratio as folder and file names show it: the shortest text that reads back as the
+    same number, so distinct ratios never share a folder (100 -> "100", 10.0000001 -> "10.0000001")."""
+    text = repr(float(imbalance))
+    return text.removesuffix(".0")
+
+
+def protocol_name(imbalance: float, val_per_class: int) -> str:
+    return f"ir{imbalance_name(imbalance)}_val{val_per_class}"
+
+
 def run_folder(out: Path, dataset: str, imbalance: float, val_per_class: int, run: int) -> Path:
     """Runs of different protocols (imbalance, validation size) live side by side."""
-    return out / dataset / f"ir{imbalance:g}_val{val_per_class}" / f"run{run}"
+    return out / dataset / protocol_name(imbalance, val_per_class) / f"run{run}"
 
 
 def _plain(obj) -> dict:
@@ -106,22 +119,8 @@ def prepare_run(
 ) -> RunContext:
     """Load (or draw and save) the run's split and cut its pool and validation sets."""
     folder = run_folder(out, protocol.dataset, protocol.imbalance, protocol.val_per_class, run)
-    protocol_path, split_path = folder / "protocol.json", folder / "split.npz"
-    if protocol_path.exists() and split_path.exists():
-        stored = {**_defaults_of_later_fields(Protocol), **storage.read_json(protocol_path)}
-        if stored != _plain(protocol):
-            raise UserError(
-                f"{folder} was made with a different protocol ({stored}); use another --out or delete it"
-            )
-        arrays = storage.load_arrays(split_path)
-        split = PoolSplit(val_indices=arrays["val_indices"], pool_indices=arrays["pool_indices"])
-    else:
-        split = make_split(
-            data.train.labels.numpy(), spec.num_classes, protocol.val_per_class, protocol.imbalance,
-            protocol.minority_classes, numpy_rng(protocol.seed, "split"), protocol.imbalance_rule,
-        )
-        storage.save_arrays(split_path, val_indices=split.val_indices, pool_indices=split.pool_indices)
-        storage.write_json(protocol_path, _plain(protocol))
+    split = _load_or_make_split(spec, data, protocol, folder)
+    storage.tidy(folder / "initial")
 
     def cut(indices: np.ndarray) -> Split:
         return Split(images=take(data.train.images, indices), labels=data.train.labels[torch.from_numpy(indices)])
@@ -130,6 +129,64 @@ def prepare_run(
         spec=spec, protocol=protocol, run=run, folder=folder, split=split, pool=cut(split.pool_indices),
         validation=cut(split.val_indices), test=data.test, device=device, progress=progress, log=log,
     )
+
+
+SPLIT_ARRAYS = ("val_indices", "pool_indices")
+
+
+def _load_or_make_split(spec: DatasetSpec, data: DatasetArrays, protocol: Protocol, folder: Path) -> PoolSplit:
+    """The run's stored split, or a new one saved under the run folder's lock (one process draws it).
+
+    A new split is drawn before anything is written, so a protocol the data cannot satisfy leaves
+    no folder behind.
+    """
+    protocol_path, split_path = folder / "protocol.json", folder / "split.npz"
+
+    def draw() -> PoolSplit:
+        return make_split(
+            data.train.labels.numpy(), spec.num_classes, protocol.val_per_class, protocol.imbalance,
+            protocol.minority_classes, numpy_rng(protocol.seed, "split"), protocol.imbalance_rule,
+        )
+
+    stored = protocol_path.exists() and split_path.exists()
+    split = None if stored else draw()
+    with storage.exclusive(folder, wait=True):
+        storage.remove_stale_temporaries(folder)
+        if protocol_path.exists() and split_path.exists():
+            return _stored_split(protocol, folder, len(data.train))
+        split = split or draw()
+        storage.save_arrays(split_path, val_indices=split.val_indices, pool_indices=split.pool_indices)
+        storage.write_json(protocol_path, _plain(protocol))
+        return split
+
+
+def _stored_split(protocol: Protocol, folder: Path, train_size: int) -> PoolSplit:
+    """The split saved in `folder`, refused when it was made with another protocol or is damaged."""
+    protocol_path, split_path = folder / "protocol.json", folder / "split.npz"
+    required = {f.name for f in fields(Protocol) if f.default is MISSING}
+    stored = {**_defaults_of_later_fields(Protocol),
+              **storage.read_json(protocol_path, contract.object_with_fields(required))}
+    if stored != _plain(protocol):
+        raise UserError(f"{folder} was made with a different protocol ({stored}); use another --out or delete it")
+    arrays = storage.load_arrays(split_path, required=SPLIT_ARRAYS)
+    problem = _split_problem(arrays["val_indices"], arrays["pool_indices"], train_size)
+    if problem:
+        raise UserError(f"corrupted file {split_path} ({problem}); delete the run folder to redo it")
+    return PoolSplit(val_indices=arrays["val_indices"], pool_indices=arrays["pool_indices"])
+
+
+def _split_problem(val_indices: np.ndarray, pool_indices: np.ndarray, train_size: int) -> str | None:
+    """What is wrong with stored split indices (None when they are sorted, distinct train positions)."""
+    for name, indices in (("val_indices", val_indices), ("pool_indices", pool_indices)):
+        if indices.ndim != 1 or not np.issubdtype(indices.dtype, np.integer):
+            return f"{name} is not a 1-D integer array"
+        if len(indices) and (indices.min() < 0 or indices.max() >= train_size):
+            return f"{name} reaches outside the {train_size} train images"
+        if np.any(np.diff(indices) <= 0):
+            return f"{name} is not sorted and distinct"
+    if np.intersect1d(val_indices, pool_indices).size:
+        return "validation and pool share images"
+    return None
 
 
 def initial_model_path(ctx: RunContext, kind: str, member: int) -> Path:
@@ -143,6 +200,7 @@ def ensure_initial_models(ctx: RunContext, members: int, kinds: tuple[str, ...] 
     what pretraining learnt.
     """
     with storage.exclusive(ctx.folder / "initial", wait=True):  # one pretraining, however many workers
+        storage.remove_stale_temporaries(ctx.folder / "initial")
         _ensure_initial_models(ctx, members, kinds)
 
 
@@ -190,18 +248,36 @@ def method_folder(ctx: RunContext, settings: RunSettings) -> Path:
     return ctx.folder / f"unsup{settings.unsupervised}" / f"{settings.method}{variant}"
 
 
+# RunSettings fields that change every method's results; a strategy adds those it reads (Strategy.run_settings).
+# The iteration count is not one: iteration b's results do not depend on it, so a finished run can be extended.
+SHARED_SETTINGS = ("method", "unsupervised", "budget", "schedule", "ensemble", "train_on_validation")
+ALL_TRAIN_SETTINGS = ("method", "unsupervised", "schedule", "ensemble", "train_on_validation")
+
+
+def settings_that_matter(settings: RunSettings) -> dict:
+    """The settings that affect this method's results (JSON form): stored in settings.json and compared
+    on resume, so a flag the method ignores (say --mc-samples for random) never blocks a finished run."""
+    if settings.method == ALL_TRAIN:
+        names = ALL_TRAIN_SETTINGS
+    else:
+        names = SHARED_SETTINGS + STRATEGIES.get(settings.method).run_settings
+    plain = _plain(settings)
+    return {name: plain[name] for name in names}
+
+
 def _check_settings(folder: Path, settings: RunSettings) -> None:
     """Refuse to continue a run with other settings; a run with no finished iteration restarts."""
     path = folder / "settings.json"
+    current = settings_that_matter(settings)
     if path.exists() and _finished_records(folder):
         # settings added in later versions count as their defaults in older runs
-        stored = {**_defaults_of_later_fields(RunSettings), **storage.read_json(path)}
-        current = _plain(settings)
+        stored = {**_defaults_of_later_fields(RunSettings),
+                  **storage.read_json(path, contract.object_with_fields({"method"}))}
         changed = sorted(k for k in current if stored.get(k) != current[k])
         if changed:
             raise UserError(f"{folder} was started with other settings ({', '.join(changed)}); use another --out")
     else:
-        storage.write_json(path, _plain(settings))
+        storage.write_json(path, current)
 
 
 def _defaults_of_later_fields(kind: type) -> dict:
@@ -211,11 +287,38 @@ def _defaults_of_later_fields(kind: type) -> dict:
 
 
 def _finished_records(folder: Path) -> list[dict]:
-    records = storage.read_jsonl(folder / "metrics.jsonl")
-    iterations = [r.get("iteration") for r in records]
+    records = contract.read_metrics(folder / "metrics.jsonl")
+    iterations = [r["iteration"] for r in records]
     if iterations != list(range(len(records))):
         raise UserError(f"{folder / 'metrics.jsonl'} is out of order ({iterations}); fix or delete it")
     return records
+
+
+def _load_acquired(ctx: RunContext, folder: Path, records: list[dict], budget: int) -> np.ndarray:
+    """Pool positions of every image acquired by the finished iterations, each file checked: `budget`
+    distinct members of this run's pool, none acquired twice, as many as the metrics records count."""
+    pool_indices = ctx.split.pool_indices
+    labelled = np.empty(0, dtype=np.int64)
+    for iteration, record in enumerate(records):
+        path = folder / f"acquired_{iteration:03d}.npy"
+        indices = storage.load_indices(path)
+        positions = np.minimum(np.searchsorted(pool_indices, indices), len(pool_indices) - 1)
+        problem = None
+        if len(indices) != budget:
+            problem = f"holds {len(indices)} indices, not the budget {budget}"
+        elif not np.array_equal(pool_indices[positions], indices):
+            outside = indices[pool_indices[positions] != indices]
+            problem = f"holds {len(outside)} indices that are not in the run's pool (e.g. {outside[0]})"
+        elif len(np.unique(positions)) != len(positions):
+            problem = "holds an image twice"
+        elif np.isin(positions, labelled).any():
+            problem = "repeats images acquired in an earlier iteration"
+        if problem is None and not (record["labelled"] == len(labelled) + budget or record["method"] == ALL_TRAIN):
+            problem = f"does not match metrics.jsonl ({record['labelled']} labelled after iteration {iteration})"
+        if problem:
+            raise UserError(f"inconsistent results: {path} {problem}; delete the method folder {folder} to redo it")
+        labelled = np.concatenate([labelled, positions])
+    return labelled
 
 
 def run_active_learning(
@@ -240,6 +343,8 @@ def _run_active_learning(
 ) -> list[dict]:
     spec, seed = ctx.spec, ctx.protocol.seed
     strategy = STRATEGIES.get(settings.method)
+    storage.remove_stale_temporaries(folder)
+    shutil.rmtree(folder / "scratch", ignore_errors=True)  # a killed acquisition's descriptor memmaps
     _check_settings(folder, settings)
     records = _finished_records(folder)
     start = len(records)
@@ -256,11 +361,7 @@ def _run_active_learning(
             raise UserError(f"{folder / f'model_{start - 1:03d}.pt'} holds {len(states)} models, not {settings.ensemble}")
     models = build_models(spec, states, strategy.mc_dropout)
 
-    acquired = [
-        np.searchsorted(ctx.split.pool_indices, storage.load_indices(folder / f"acquired_{b:03d}.npy"))
-        for b in range(start)
-    ]
-    labelled = np.concatenate(acquired) if acquired else np.empty(0, dtype=np.int64)
+    labelled = _load_acquired(ctx, folder, records, settings.budget)
     for iteration in range(start, settings.iterations):
         unlabelled = np.setdiff1d(np.arange(len(ctx.pool)), labelled)
         state = AcquisitionState(
@@ -293,7 +394,7 @@ def _run_active_learning(
             (folder / f"model_{iteration - 1:03d}.pt").unlink(missing_ok=True)
         records.append(record)
         ctx.log(
-            f"[{spec.name} ir{ctx.protocol.imbalance:g} u{settings.unsupervised} {settings.method} run{ctx.run}] "
+            f"[{spec.name} ir{imbalance_name(ctx.protocol.imbalance)} u{settings.unsupervised} {settings.method} run{ctx.run}] "
             f"b={iteration} labelled={len(labelled)} acc={record['test_acc']:.4f} "
             f"minority={record['minority_acc']:.4f} acquire={acquire_seconds:.1f}s train={train_seconds:.1f}s"
         )
@@ -314,6 +415,7 @@ def run_all_train(ctx: RunContext, settings: RunSettings) -> list[dict]:
 
 
 def _run_all_train(ctx: RunContext, settings: RunSettings, folder: Path) -> list[dict]:
+    storage.remove_stale_temporaries(folder)
     _check_settings(folder, settings)
     records = _finished_records(folder)
     if records:
@@ -334,7 +436,7 @@ def _run_all_train(ctx: RunContext, settings: RunSettings, folder: Path) -> list
     record = _record(ctx, settings, 0, len(everything), validation_labels, models, 0.0, train_seconds)
     storage.save_checkpoint(folder / "model_000.pt", {"states": [m.state_dict() for m in models]})
     storage.append_jsonl(folder / "metrics.jsonl", record)
-    ctx.log(f"[{ctx.spec.name} ir{ctx.protocol.imbalance:g} {ALL_TRAIN} run{ctx.run}] labelled={len(everything)} "
+    ctx.log(f"[{ctx.spec.name} ir{imbalance_name(ctx.protocol.imbalance)} {ALL_TRAIN} run{ctx.run}] labelled={len(everything)} "
             f"acc={record['test_acc']:.4f} minority={record['minority_acc']:.4f} train={train_seconds:.1f}s")
     return [record]
 

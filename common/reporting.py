@@ -12,14 +12,14 @@ from pathlib import Path
 
 import numpy as np
 
-from common import storage
+from common.records import read_metrics
 from common.experiment import ALL_TRAIN
 from common.strategies import STRATEGIES
 
 
 def load_records(root: Path) -> list[dict]:
     """Every record of every metrics.jsonl below `root`, in a stable order."""
-    return [record for path in sorted(root.rglob("metrics.jsonl")) for record in storage.read_jsonl(path)]
+    return [record for path in sorted(root.rglob("metrics.jsonl")) for record in read_metrics(path)]
 
 
 def method_label(record: dict) -> str:

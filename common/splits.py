@@ -73,6 +73,9 @@ def make_split(
         raise UserError(f"--imbalance must be >= 1, got {imbalance:g}")
     if val_per_class < 1:
         raise UserError(f"--val-per-class must be >= 1, got {val_per_class}")
+    repeated = sorted({c for c in minority_classes if list(minority_classes).count(c) > 1})
+    if repeated:
+        raise UserError(f"--minority-classes names class {', '.join(map(str, repeated))} more than once")
     bad = [c for c in minority_classes if not 0 <= c < num_classes]
     if bad or len(set(minority_classes)) >= num_classes:
         raise UserError(f"--minority-classes must be a proper subset of 0..{num_classes - 1}, got {list(minority_classes)}")

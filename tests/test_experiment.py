@@ -198,7 +198,9 @@ def test_out_of_order_metrics_are_refused(digits_spec, digits_data, tmp_path):
     ctx = context(digits_spec, digits_data, tmp_path)
     run_settings = settings(digits_spec, "random")
     folder = method_folder(ctx, run_settings)
-    storage.append_jsonl(folder / "metrics.jsonl", {"iteration": 1})
+    (first,) = run_active_learning(ctx, settings(digits_spec, "random", iterations=1), options(digits_spec))
+    (folder / "metrics.jsonl").unlink()
+    storage.append_jsonl(folder / "metrics.jsonl", {**first, "iteration": 1})  # a valid record, misplaced
     with pytest.raises(UserError, match="out of order"):
         run_active_learning(ctx, run_settings, options(digits_spec))
 

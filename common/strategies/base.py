@@ -65,6 +65,9 @@ class Strategy(ABC):
 
     mc_dropout: bool = False  # build the task model with its MC-dropout layers
     uses_validation_labels: bool = False  # reads the labelled validation set (a labelling cost too)
+    # RunSettings fields this strategy reads beyond the shared ones (common.experiment.SHARED_SETTINGS);
+    # only these are stored with its runs and compared on resume
+    run_settings: tuple[str, ...] = ()
 
     @abstractmethod
     def select(self, state: AcquisitionState) -> np.ndarray:

@@ -22,6 +22,7 @@ class FisherKernelStrategy(Strategy):
     """
 
     uses_validation_labels = True
+    run_settings = ("descriptor_layers", "top_k")
 
     def __init__(self, pseudo_label: str | None) -> None:
         self.pseudo_label = pseudo_label

@@ -39,6 +39,7 @@ class MonteCarloStrategy(ScoreStrategy):
     """Scores K dropout-on passes (per ensemble member) of the unlabelled images."""
 
     mc_dropout = True
+    run_settings = ("mc_samples",)
 
     def __init__(self, score) -> None:
         self.score = score

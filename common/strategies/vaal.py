@@ -79,20 +79,22 @@ def vae_loss(vae: ConvVAE, x: torch.Tensor, beta: float) -> tuple[torch.Tensor, 
 
 
 def train_vaal(
-    labelled: torch.Tensor, unlabelled: torch.Tensor, settings: VaalSettings, steps: int, generator: torch.Generator
+    labelled: torch.Tensor, unlabelled: torch.Tensor, settings: VaalSettings, steps: int, generator: torch.Generator,
+    device: torch.device = torch.device("cpu"),
 ) -> tuple[ConvVAE, nn.Module]:
-    """Train a VAE and a discriminator on normalised labelled/unlabelled image tensors."""
-    vae = ConvVAE(labelled.shape[1], labelled.shape[2], settings.latent)
-    critic = discriminator(settings.latent)
+    """Train a VAE and a discriminator on `device` from normalised labelled/unlabelled image tensors (kept
+    where they are, e.g. on the CPU; each batch is drawn there and moved)."""
+    vae = ConvVAE(labelled.shape[1], labelled.shape[2], settings.latent).to(device)
+    critic = discriminator(settings.latent).to(device)
     vae_optimiser = torch.optim.Adam(vae.parameters(), lr=settings.lr)
     critic_optimiser = torch.optim.Adam(critic.parameters(), lr=settings.lr)
     for _ in range(steps):
-        x_l = labelled[torch.randint(len(labelled), (settings.batch_size,), generator=generator)]
-        x_u = unlabelled[torch.randint(len(unlabelled), (settings.batch_size,), generator=generator)]
+        x_l = labelled[torch.randint(len(labelled), (settings.batch_size,), generator=generator)].to(device)
+        x_u = unlabelled[torch.randint(len(unlabelled), (settings.batch_size,), generator=generator)].to(device)
         loss_l, latent_l = vae_loss(vae, x_l, settings.beta)
         loss_u, latent_u = vae_loss(vae, x_u, settings.beta)
         fool = F.binary_cross_entropy_with_logits(
-            critic(torch.cat([latent_l, latent_u])), torch.ones(2 * settings.batch_size, 1)
+            critic(torch.cat([latent_l, latent_u])), torch.ones(2 * settings.batch_size, 1, device=device)
         )
         vae_optimiser.zero_grad(set_to_none=True)
         (loss_l + loss_u + settings.adversarial_weight * fool).backward()
@@ -100,7 +102,8 @@ def train_vaal(
         with torch.no_grad():
             mean_l, _ = vae.encode(x_l)
             mean_u, _ = vae.encode(x_u)
-        targets = torch.cat([torch.ones(settings.batch_size, 1), torch.zeros(settings.batch_size, 1)])
+        targets = torch.cat([torch.ones(settings.batch_size, 1, device=device),
+                             torch.zeros(settings.batch_size, 1, device=device)])
         critic_loss = F.binary_cross_entropy_with_logits(critic(torch.cat([mean_l, mean_u])), targets)
         critic_optimiser.zero_grad(set_to_none=True)
         critic_loss.backward()
@@ -110,6 +113,8 @@ def train_vaal(
 
 class VaalStrategy(Strategy):
     """Acquire the unlabelled images the discriminator finds least like the labelled set."""
+
+    run_settings = ("vaal_steps",)
 
     def __init__(self, settings: VaalSettings = VaalSettings()) -> None:
         self.settings = settings
@@ -128,9 +133,9 @@ class VaalStrategy(Strategy):
         labelled = pool_inputs[torch.from_numpy(anchor)]
         generator = torch.Generator().manual_seed(state.seed)
         with torch_global_seed(state.seed):  # VAE/discriminator init and reparameterisation noise
-            vae, critic = train_vaal(labelled, unlabelled, self.settings, state.options.vaal_steps, generator)
-            vae.to(device).eval()
-            critic.to(device).eval()
+            vae, critic = train_vaal(labelled, unlabelled, self.settings, state.options.vaal_steps, generator, device)
+            vae.eval()
+            critic.eval()
             with torch.no_grad():
                 scores = torch.cat([
                     torch.sigmoid(critic(vae.encode(unlabelled[part].to(device))[0])).squeeze(1).cpu()

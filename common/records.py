@@ -1,0 +1,97 @@
+"""The results contract, checked in one place: what every stored record and run file must hold.
+
+Writers produce these records (common/experiment.py); every reader (resume, run_plot.py,
+visualize.py, benchmarks) reads them through the functions here, so a file of the wrong shape is
+refused with one line naming the file and the line, never half-used.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from common import storage
+
+Check = Callable[[Any], bool]
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _is_fraction_or_nan(value: Any) -> bool:
+    """An accuracy: a fraction in [0, 1], or NaN / null where nothing could be measured."""
+    return value is None or (_is_number(value) and (math.isnan(value) or 0.0 <= value <= 1.0))
+
+
+def _is_non_negative_int(value: Any) -> bool:
+    return _is_int(value) and value >= 0
+
+
+def _is_non_negative(value: Any) -> bool:
+    return _is_number(value) and value >= 0
+
+
+def _is_string(value: Any) -> bool:
+    return isinstance(value, str) and bool(value)
+
+
+def _is_fraction_list(value: Any) -> bool:
+    return isinstance(value, list) and all(_is_fraction_or_nan(item) for item in value)
+
+
+# Every metrics.jsonl line (central, federated and asynchronous runs alike) holds at least these.
+METRICS_FIELDS: dict[str, tuple[Check, str]] = {
+    "dataset": (_is_string, "a name"),
+    "imbalance": (lambda v: _is_number(v) and v >= 1, "a number >= 1"),
+    "run": (_is_non_negative_int, "a run index"),
+    "seed": (_is_non_negative_int, "a seed"),
+    "method": (_is_string, "a method name"),
+    "unsupervised": (lambda v: v in (0, 1) and not isinstance(v, bool), "0 or 1"),
+    "iteration": (_is_non_negative_int, "an iteration index"),
+    "labelled": (_is_non_negative_int, "a count"),
+    "test_acc": (_is_fraction_or_nan, "a fraction"),
+    "balanced_acc": (_is_fraction_or_nan, "a fraction"),
+    "minority_acc": (_is_fraction_or_nan, "a fraction"),
+    "class_acc": (_is_fraction_list, "a list of fractions"),
+    "acquire_seconds": (_is_non_negative, "seconds"),
+    "train_seconds": (_is_non_negative, "seconds"),
+}
+
+
+def field_problem(record: Mapping, fields: Mapping[str, tuple[Check, str]]) -> str | None:
+    """What is wrong with `record` against `fields` (None when nothing is)."""
+    missing = [name for name in fields if name not in record]
+    if missing:
+        return f"missing {', '.join(missing)}"
+    for name, (check, expected) in fields.items():
+        if not check(record[name]):
+            return f"{name} is {record[name]!r}, expected {expected}"
+    return None
+
+
+def metrics_problem(record: Mapping) -> str | None:
+    """What is wrong with one metrics.jsonl record (None when it follows the contract)."""
+    return field_problem(record, METRICS_FIELDS)
+
+
+def read_metrics(path: Path) -> list[dict]:
+    """Every record of a metrics.jsonl, each checked against the contract ([] when it does not exist)."""
+    return storage.read_jsonl(path, metrics_problem)
+
+
+def object_with_fields(names: set[str]) -> Callable[[Any], str | None]:
+    """A check for a JSON file that must be an object holding at least `names`."""
+
+    def problem(content: Any) -> str | None:
+        if not isinstance(content, dict):
+            return f"expected a JSON object, found {type(content).__name__}"
+        missing = sorted(names - set(content))
+        return f"missing {', '.join(missing)}" if missing else None
+
+    return problem
