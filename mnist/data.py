@@ -62,9 +62,9 @@ def load_idx_split(
         where = ", ".join(str(r) for r in roots)
         raise UserError(f"{torchvision_name} {prefix} files not found under {where}; pass --data-root")
     images, labels = read_idx(images_path), read_idx(labels_path)
-    if images.ndim != 3 or len(images) != len(labels):
-        raise UserError(f"{images_path} and {labels_path} do not match ({images.shape} vs {labels.shape})")
-    return Split(images=torch.from_numpy(images.copy()).unsqueeze(1), labels=torch.from_numpy(labels.astype(np.int64)))
+    images = images.astype(images.dtype.newbyteorder("="))  # a writable copy in native byte order for torch
+    return Split(images=torch.from_numpy(images).unsqueeze(1), labels=torch.from_numpy(labels.astype(np.int64)),
+                 source=f"{images_path} and {labels_path}")  # DatasetSpec.load checks the contents
 
 
 def _download(torchvision_name: str, root: Path, train: bool) -> None:
@@ -81,7 +81,7 @@ def _download(torchvision_name: str, root: Path, train: bool) -> None:
 
 
 def mnist_loader(torchvision_name: str, system_folders: tuple[str, ...] = ()):
-    """A DatasetSpec.load for an idx-format dataset: --data-root, system folders, local_data/data."""
+    """A DatasetSpec.loader for an idx-format dataset: --data-root, system folders, local_data/data."""
 
     def load(root: Path | None, train: bool) -> Split:
         if root is not None:
