@@ -86,7 +86,7 @@ def cifar_loader(variant: CifarFormat):
             getattr(torchvision.datasets, variant.torchvision_name)(str(download_root), train=train, download=True)
 
         paths = locate_files(variant.train_files if train else variant.test_files, folders,
-                             variant.torchvision_name, download)
+                             variant.torchvision_name, download, download_root)
         return [read_cifar_batch(path, variant) for path in paths]
 
     return load

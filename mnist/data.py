@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from common.datasets import LOCAL_DATA, Split
+from common.downloads import download_or_fail
 from common.errors import UserError
 
 IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
@@ -71,13 +72,8 @@ def _download(torchvision_name: str, root: Path, train: bool) -> None:
     """torchvision's own download path, for users with internet."""
     import torchvision.datasets
 
-    try:
-        getattr(torchvision.datasets, torchvision_name)(str(root), train=train, download=True)
-    except Exception as exc:  # no network, HTTP errors, bad checksums
-        raise UserError(
-            f"{torchvision_name} not found under {root} and the download failed ({type(exc).__name__}); "
-            "pass --data-root with the idx files"
-        ) from None
+    download_or_fail(lambda: getattr(torchvision.datasets, torchvision_name)(str(root), train=train, download=True),
+                     root, f"{torchvision_name} idx files not found under {root}")
 
 
 def mnist_loader(torchvision_name: str, system_folders: tuple[str, ...] = ()):

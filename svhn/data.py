@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from common.datasets import LOCAL_DATA, Split
+from common.downloads import download_or_fail
 from common.errors import UserError
 
 SVHN_TRAIN_FILES = ("train_32x32.mat", "extra_32x32.mat")  # concatenated in this order
@@ -32,12 +33,13 @@ def search_folders(root: Path | None, subfolders: tuple[str, ...]) -> tuple[list
 
 
 def locate_files(
-    names: tuple[str, ...], folders: list[Path], what: str, download: Callable[[], object] | None
+    names: tuple[str, ...], folders: list[Path], what: str, download: Callable[[], object] | None,
+    download_root: Path | None = None,
 ) -> list[Path]:
     """The path of every file in `names` (each from the first folder holding it).
 
-    If any is missing, `download` (torchvision's, for users with internet) runs once and the
-    search is repeated; a file still missing, or a failed download, is a one-line UserError.
+    If any is missing, `download` (torchvision's into `download_root`, for users with internet) runs once
+    and the search is repeated; a file still missing, or a failed download, is a one-line UserError.
     """
     found = {name: next((folder / name for folder in folders if (folder / name).is_file()), None) for name in names}
     missing = [name for name, path in found.items() if path is None]
@@ -46,11 +48,7 @@ def locate_files(
     where = ", ".join(str(folder) for folder in folders)
     if download is None:
         raise UserError(f"{what} file {missing[0]} not found under {where}; pass --data-root")
-    try:
-        download()
-    except Exception as exc:  # noqa: BLE001  (no network, HTTP errors, bad checksums: all one user error)
-        raise UserError(f"{what} file {missing[0]} not found under {where} and the download failed "
-                        f"({type(exc).__name__}); pass --data-root") from None
+    download_or_fail(download, download_root, f"{what} file {missing[0]} not found under {where}")
     return locate_files(names, folders, what, download=None)
 
 
@@ -84,5 +82,5 @@ def load_svhn(root: Path | None, train: bool) -> list[Split]:
         for split in ("train", "extra") if train else ("test",):
             torchvision.datasets.SVHN(str(download_root), split=split, download=True)
 
-    paths = locate_files(SVHN_TRAIN_FILES if train else SVHN_TEST_FILES, folders, "SVHN", download)
+    paths = locate_files(SVHN_TRAIN_FILES if train else SVHN_TEST_FILES, folders, "SVHN", download, download_root)
     return [read_svhn_mat(path) for path in paths]

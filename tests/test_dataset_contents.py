@@ -1,8 +1,9 @@
-"""Damaged dataset contents (issue 9, item 5), through run.py: each ends in one stderr line naming the
-file and the problem, exit code 2."""
+"""Damaged dataset contents and failed downloads (issue 9, items 5 and 7), through run.py: each ends in one
+stderr line naming the file and the problem, exit code 2, and a failed download leaves --data-root as it was."""
 from __future__ import annotations
 
 from pathlib import Path
+from urllib.error import URLError
 
 import numpy as np
 import pytest
@@ -141,3 +142,64 @@ def test_image_folder_without_images(run_main, tmp_path, folder_spec, train_clas
     write_folder(tmp_path / "data" / "val", {"ant": 1, "bee": 1})
     line = cli_error(run_main, FOLDER_SET, tmp_path / "data")
     assert expected.format(train=tmp_path / "data" / "train") in line
+
+
+# What torchvision's download writes before the network fails (a folder and a partial file).
+OFFLINE_WRITES = {"mnist": ("MNIST", "MNIST/raw/train-images-idx3-ubyte.gz"),
+                  "fashion-mnist": ("FashionMNIST", "FashionMNIST/raw/train-images-idx3-ubyte.gz"),
+                  "svhn": ("SVHN", "train_32x32.mat"),
+                  "cifar10": ("CIFAR10", "cifar-10-python.tar.gz"),
+                  "cifar100": ("CIFAR100", "cifar-100-python.tar.gz")}
+
+
+def tree(root: Path) -> list[tuple[str, bytes | None]]:
+    """Every path under `root` with its bytes (None for a folder)."""
+    return sorted((str(path.relative_to(root)), None if path.is_dir() else path.read_bytes())
+                  for path in root.rglob("*"))
+
+
+@pytest.mark.parametrize("dataset, existing", [
+    ("mnist", ()),  # the report: an empty --data-root got an empty MNIST/raw tree
+    ("mnist", ("notes.txt", "MNIST/processed/notes.txt")),  # what was there stays, MNIST/raw goes
+    ("fashion-mnist", ()),
+    ("svhn", ("svhn/notes.txt",)),
+    ("cifar10", ()),
+    ("cifar100", ("cifar-100-python/notes.txt",)),
+])
+def test_failed_download_leaves_the_data_root_as_it_was(run_main, tmp_path, monkeypatch, dataset, existing):
+    import torchvision.datasets
+
+    name, partial = OFFLINE_WRITES[dataset]
+
+    def offline(root, *_args, **_kwargs):
+        (Path(root) / partial).parent.mkdir(parents=True, exist_ok=True)
+        (Path(root) / partial).write_bytes(b"half a download")
+        raise URLError("network unreachable")
+
+    monkeypatch.setattr(torchvision.datasets, name, offline)
+    root = tmp_path / "data"
+    root.mkdir()
+    for relative in existing:
+        (root / relative).parent.mkdir(parents=True, exist_ok=True)
+        (root / relative).write_text("the user's")
+    before = tree(root)
+    line = cli_error(run_main, dataset, root)
+    assert "download failed (URLError)" in line
+    assert tree(root) == before
+
+
+def test_failed_download_into_a_missing_root_removes_the_folders_it_made(tmp_path):
+    """No --data-root: the download goes to local_data/data, which may not exist yet."""
+    from common.downloads import download_or_fail
+    from common.errors import UserError
+
+    (tmp_path / "notes.txt").write_text("the user's")
+    root = tmp_path / "local_data" / "data"
+
+    def offline():
+        (root / "MNIST" / "raw").mkdir(parents=True)
+        raise URLError("network unreachable")
+
+    with pytest.raises(UserError, match=r"^MNIST not found under .* and the download failed \(URLError\)"):
+        download_or_fail(offline, root, f"MNIST not found under {root}")
+    assert tree(tmp_path) == [("notes.txt", b"the user's")]
