@@ -1,5 +1,5 @@
 """CIFAR-10 and CIFAR-100 with the same ResNet-10 as SVHN (registered on import)."""
-from cifar.data import CIFAR10, CIFAR100, cifar_loader
+from cifar.data import CIFAR10, CIFAR100, CIFAR_SIDE, cifar_loader
 from common.datasets import DATASETS, DatasetSpec
 from common.schedule import Schedule
 from svhn.resnet import RESNET10_SPEC_FIELDS
@@ -12,16 +12,17 @@ CIFAR_ROTATION_SCHEDULE = Schedule(lr=0.1, momentum=0.9, weight_decay=5e-4, batc
                                    milestones=(5, 10))
 
 _CIFAR = {"schedule": CIFAR_SCHEDULE, "pretrain_schedule": CIFAR_ROTATION_SCHEDULE, "iterations": 10,
-          "default_imbalance": 10, **RESNET10_SPEC_FIELDS}
+          "default_imbalance": 10, "image_shape": (3, CIFAR_SIDE, CIFAR_SIDE),
+          **RESNET10_SPEC_FIELDS}
 
 # val_per_class: SPEC section 1, 10% of the 50,000 training images.
 DATASETS.register("cifar10", DatasetSpec(
-    name="cifar10", num_classes=10, load=cifar_loader(CIFAR10),
+    name="cifar10", num_classes=10, loader=cifar_loader(CIFAR10),
     mean=(0.4914, 0.4822, 0.4465), std=(0.2470, 0.2435, 0.2616), budget=1000, val_per_class=500,
     description="CIFAR-10 (python pickle batches; downloaded where the internet exists)", **_CIFAR,
 ))
 DATASETS.register("cifar100", DatasetSpec(
-    name="cifar100", num_classes=100, load=cifar_loader(CIFAR100),
+    name="cifar100", num_classes=100, loader=cifar_loader(CIFAR100),
     mean=(0.5071, 0.4865, 0.4409), std=(0.2673, 0.2564, 0.2762), budget=2500, val_per_class=50,
     description="CIFAR-100, fine labels (python pickle batches; downloaded where the internet exists)", **_CIFAR,
 ))

@@ -12,10 +12,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from common.datasets import Split
 from common.errors import UserError
-from svhn.data import locate_files, search_folders, split_from_parts
+from svhn.data import locate_files, search_folders
 
 CIFAR_SIDE = 32
 CIFAR_ROW = 3 * CIFAR_SIDE * CIFAR_SIDE  # a row is the red plane, then green, then blue, each row-major
@@ -30,7 +31,6 @@ class CifarFormat:
     train_files: tuple[str, ...]
     test_files: tuple[str, ...]
     label_key: bytes
-    num_classes: int
 
 
 # The only globals a CIFAR batch needs (numpy arrays; numpy 1 and 2 module names): anything else in a
@@ -51,12 +51,13 @@ class NumpyOnlyUnpickler(pickle.Unpickler):
 
 
 CIFAR10 = CifarFormat("CIFAR10", "cifar-10-batches-py", tuple(f"data_batch_{i}" for i in range(1, 6)),
-                      ("test_batch",), b"labels", 10)
-CIFAR100 = CifarFormat("CIFAR100", "cifar-100-python", ("train",), ("test",), b"fine_labels", 100)
+                      ("test_batch",), b"labels")
+CIFAR100 = CifarFormat("CIFAR100", "cifar-100-python", ("train",), ("test",), b"fine_labels")
 
 
-def read_cifar_batch(path: Path, variant: CifarFormat) -> tuple[np.ndarray, np.ndarray]:
-    """One pickled batch -> uint8 images [N, 3, 32, 32] and int64 labels [N]."""
+def read_cifar_batch(path: Path, variant: CifarFormat) -> Split:
+    """One pickled batch -> images [N, 3, 32, 32] and int64 labels [N]; the contents (uint8, one label
+    per image in 0..num_classes-1) are checked by DatasetSpec.load."""
     try:
         with open(path, "rb") as handle:
             batch = NumpyOnlyUnpickler(handle, encoding="bytes").load()
@@ -66,18 +67,17 @@ def read_cifar_batch(path: Path, variant: CifarFormat) -> tuple[np.ndarray, np.n
     if not isinstance(batch, dict) or b"data" not in batch or variant.label_key not in batch:
         raise UserError(f"{path} is not a {variant.torchvision_name} batch (no {b'data'!r} and {variant.label_key!r})")
     data, labels = np.asarray(batch[b"data"]), np.asarray(batch[variant.label_key], dtype=np.int64)
-    if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != CIFAR_ROW or len(data) != len(labels):
-        raise UserError(f"{path}: expected uint8 data [N, {CIFAR_ROW}] and N labels, "
-                        f"got {data.dtype} {list(data.shape)} and {len(labels)}")
-    if len(labels) and (labels.min() < 0 or labels.max() >= variant.num_classes):
-        raise UserError(f"{path}: labels should be 0..{variant.num_classes - 1}, found {labels.min()}..{labels.max()}")
-    return data.reshape(-1, 3, CIFAR_SIDE, CIFAR_SIDE), labels
+    if data.ndim != 2 or data.shape[1] != CIFAR_ROW:
+        row = f"rows of {data.shape[1]} values" if data.ndim == 2 else f"data of shape {list(data.shape)}"
+        raise UserError(f"{path}: {row}, expected {CIFAR_ROW} (3x{CIFAR_SIDE}x{CIFAR_SIDE}) per image")
+    return Split(images=torch.from_numpy(data.reshape(-1, 3, CIFAR_SIDE, CIFAR_SIDE)), labels=torch.from_numpy(labels),
+                 source=str(path))
 
 
 def cifar_loader(variant: CifarFormat):
-    """A DatasetSpec.load for one CIFAR variant."""
+    """A DatasetSpec.loader for one CIFAR variant: one Split per batch file."""
 
-    def load(root: Path | None, train: bool) -> Split:
+    def load(root: Path | None, train: bool) -> list[Split]:
         folders, download_root = search_folders(root, (variant.folder,))
 
         def download() -> None:
@@ -86,7 +86,7 @@ def cifar_loader(variant: CifarFormat):
             getattr(torchvision.datasets, variant.torchvision_name)(str(download_root), train=train, download=True)
 
         paths = locate_files(variant.train_files if train else variant.test_files, folders,
-                             variant.torchvision_name, download)
-        return split_from_parts([read_cifar_batch(path, variant) for path in paths])
+                             variant.torchvision_name, download, download_root)
+        return [read_cifar_batch(path, variant) for path in paths]
 
     return load

@@ -38,9 +38,11 @@ def folder_loader(default_root: Path, num_classes: int, crop: int, resize: int) 
         classes = class_folders(base / "train")
         if len(classes) != num_classes:
             raise UserError(f"{base / 'train'} has {len(classes)} class folders, expected {num_classes}")
-        paths, labels = scan_image_folder(base / ("train" if train else "val"), classes)
+        folder = base / ("train" if train else "val")
+        paths, labels = scan_image_folder(folder, classes)
         source = DaliFolderImages if dali_available() else FolderImages
-        return Split(images=source(paths, crop=crop, resize=resize), labels=torch.from_numpy(labels))
+        return Split(images=source(paths, crop=crop, resize=resize), labels=torch.from_numpy(labels),
+                     source=str(folder))
 
     return load
 
@@ -50,7 +52,7 @@ def image_folder_spec(name: str, num_classes: int, default_root: Path, crop: int
     """A DatasetSpec for an ImageFolder dataset with ResNet-18 and the ImageNet protocol;
     `overrides` replace any default (budget, schedule, val_per_class, ...)."""
     settings = dict(
-        name=name, num_classes=num_classes, load=folder_loader(default_root, num_classes, crop, resize),
+        name=name, num_classes=num_classes, loader=folder_loader(default_root, num_classes, crop, resize),
         model=lambda classes, mc_dropout: ResNet18(classes, mc_dropout),
         descriptor_layers=RESNET18_DESCRIPTOR_LAYERS, default_layer_set="l768", classifier="fc",
         penultimate="avgpool", schedule=IMAGENET_SCHEDULE, pretrain_schedule=IMAGENET_ROTATION_SCHEDULE,

@@ -1,7 +1,7 @@
 """MNIST family: mnist, fashion-mnist and digits, all with LeNet (registered on import)."""
 from common.datasets import DATASETS, DatasetSpec
 from common.schedule import Schedule
-from mnist.data import load_digits_split, mnist_loader
+from mnist.data import DIGITS_SIDE, load_digits_split, mnist_loader
 from mnist.lenet import LENET_DESCRIPTOR_LAYERS, LeNet
 
 # SPEC sections 2 and 3: the one place these schedules are stated.
@@ -10,6 +10,7 @@ LENET_ROTATION_SCHEDULE = Schedule(lr=0.05, momentum=0.5, batch_size=25, epochs=
 
 _LENET = dict(
     num_classes=10,
+    image_shape=(1, DIGITS_SIDE, DIGITS_SIDE),  # MNIST's size; digits are upscaled to it
     model=lambda num_classes, mc_dropout: LeNet(num_classes, mc_dropout),
     descriptor_layers=LENET_DESCRIPTOR_LAYERS,
     default_layer_set="l80",
@@ -22,17 +23,17 @@ _LENET = dict(
 )
 
 DATASETS.register("mnist", DatasetSpec(
-    name="mnist", load=mnist_loader("MNIST"), mean=(0.1307,), std=(0.3081,),
+    name="mnist", loader=mnist_loader("MNIST"), mean=(0.1307,), std=(0.3081,),
     budget=125, iterations=10, val_per_class=1000, default_imbalance=100,
     description="MNIST (torchvision idx files; downloaded where the internet exists)", **_LENET,
 ))
 DATASETS.register("fashion-mnist", DatasetSpec(
-    name="fashion-mnist", load=mnist_loader("FashionMNIST", ("/usr/share/datasets/fashion-mnist",)),
+    name="fashion-mnist", loader=mnist_loader("FashionMNIST", ("/usr/share/datasets/fashion-mnist",)),
     mean=(0.2860,), std=(0.3530,), budget=125, iterations=10, val_per_class=1000, default_imbalance=100,
     description="Fashion-MNIST (Debian's dataset-fashion-mnist or torchvision idx files)", **_LENET,
 ))
 DATASETS.register("digits", DatasetSpec(
-    name="digits", load=load_digits_split, mean=(0.1307,), std=(0.3081,),
+    name="digits", loader=load_digits_split, mean=(0.1307,), std=(0.3081,),
     budget=20, iterations=4, val_per_class=20, default_imbalance=10,
     description="scikit-learn digits, 8x8 upscaled to 28x28 (embedded, offline)", **_LENET,
 ))

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from common.datasets import LOCAL_DATA, Split
+from common.downloads import download_or_fail
 from common.errors import UserError
 
 IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
@@ -62,26 +63,21 @@ def load_idx_split(
         where = ", ".join(str(r) for r in roots)
         raise UserError(f"{torchvision_name} {prefix} files not found under {where}; pass --data-root")
     images, labels = read_idx(images_path), read_idx(labels_path)
-    if images.ndim != 3 or len(images) != len(labels):
-        raise UserError(f"{images_path} and {labels_path} do not match ({images.shape} vs {labels.shape})")
-    return Split(images=torch.from_numpy(images.copy()).unsqueeze(1), labels=torch.from_numpy(labels.astype(np.int64)))
+    images = images.astype(images.dtype.newbyteorder("="))  # a writable copy in native byte order for torch
+    return Split(images=torch.from_numpy(images).unsqueeze(1), labels=torch.from_numpy(labels.astype(np.int64)),
+                 source=f"{images_path} and {labels_path}")  # DatasetSpec.load checks the contents
 
 
 def _download(torchvision_name: str, root: Path, train: bool) -> None:
     """torchvision's own download path, for users with internet."""
     import torchvision.datasets
 
-    try:
-        getattr(torchvision.datasets, torchvision_name)(str(root), train=train, download=True)
-    except Exception as exc:  # no network, HTTP errors, bad checksums
-        raise UserError(
-            f"{torchvision_name} not found under {root} and the download failed ({type(exc).__name__}); "
-            "pass --data-root with the idx files"
-        ) from None
+    download_or_fail(lambda: getattr(torchvision.datasets, torchvision_name)(str(root), train=train, download=True),
+                     root, f"{torchvision_name} idx files not found under {root}")
 
 
 def mnist_loader(torchvision_name: str, system_folders: tuple[str, ...] = ()):
-    """A DatasetSpec.load for an idx-format dataset: --data-root, system folders, local_data/data."""
+    """A DatasetSpec.loader for an idx-format dataset: --data-root, system folders, local_data/data."""
 
     def load(root: Path | None, train: bool) -> Split:
         if root is not None:

@@ -1,7 +1,7 @@
 """SVHN (train+extra as the train split) with ResNet-10 (registered on import)."""
 from common.datasets import DATASETS, DatasetSpec
 from common.schedule import Schedule
-from svhn.data import load_svhn
+from svhn.data import SVHN_IMAGE_SHAPE, load_svhn
 from svhn.resnet import RESNET10_SPEC_FIELDS
 
 # SPEC section 2: the classifier's schedule.
@@ -11,7 +11,7 @@ SVHN_SCHEDULE = Schedule(lr=0.1, momentum=0.5, batch_size=128, epochs=35, milest
 SVHN_ROTATION_SCHEDULE = Schedule(lr=0.1, momentum=0.5, batch_size=128, epochs=15, milestones=(5, 10))
 
 DATASETS.register("svhn", DatasetSpec(
-    name="svhn", num_classes=10, load=load_svhn,
+    name="svhn", num_classes=10, loader=load_svhn, image_shape=SVHN_IMAGE_SHAPE,
     schedule=SVHN_SCHEDULE, pretrain_schedule=SVHN_ROTATION_SCHEDULE,
     mean=(0.4377, 0.4438, 0.4728), std=(0.1980, 0.2010, 0.1970),
     budget=1250, iterations=10,

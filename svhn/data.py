@@ -13,11 +13,12 @@ import numpy as np
 import torch
 
 from common.datasets import LOCAL_DATA, Split
+from common.downloads import download_or_fail
 from common.errors import UserError
 
 SVHN_TRAIN_FILES = ("train_32x32.mat", "extra_32x32.mat")  # concatenated in this order
 SVHN_TEST_FILES = ("test_32x32.mat",)
-SVHN_IMAGE_SHAPE = (32, 32, 3)  # the .mat layout: X is [H, W, C, N]
+SVHN_IMAGE_SHAPE = (3, 32, 32)  # (C, H, W); the .mat layout is X [H, W, C, N]
 
 
 def search_folders(root: Path | None, subfolders: tuple[str, ...]) -> tuple[list[Path], Path]:
@@ -32,12 +33,13 @@ def search_folders(root: Path | None, subfolders: tuple[str, ...]) -> tuple[list
 
 
 def locate_files(
-    names: tuple[str, ...], folders: list[Path], what: str, download: Callable[[], object] | None
+    names: tuple[str, ...], folders: list[Path], what: str, download: Callable[[], object] | None,
+    download_root: Path | None = None,
 ) -> list[Path]:
     """The path of every file in `names` (each from the first folder holding it).
 
-    If any is missing, `download` (torchvision's, for users with internet) runs once and the
-    search is repeated; a file still missing, or a failed download, is a one-line UserError.
+    If any is missing, `download` (torchvision's into `download_root`, for users with internet) runs once
+    and the search is repeated; a file still missing, or a failed download, is a one-line UserError.
     """
     found = {name: next((folder / name for folder in folders if (folder / name).is_file()), None) for name in names}
     missing = [name for name, path in found.items() if path is None]
@@ -46,16 +48,13 @@ def locate_files(
     where = ", ".join(str(folder) for folder in folders)
     if download is None:
         raise UserError(f"{what} file {missing[0]} not found under {where}; pass --data-root")
-    try:
-        download()
-    except Exception as exc:  # noqa: BLE001  (no network, HTTP errors, bad checksums: all one user error)
-        raise UserError(f"{what} file {missing[0]} not found under {where} and the download failed "
-                        f"({type(exc).__name__}); pass --data-root") from None
+    download_or_fail(download, download_root, f"{what} file {missing[0]} not found under {where}")
     return locate_files(names, folders, what, download=None)
 
 
-def read_svhn_mat(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    """One .mat file -> uint8 images [N, 3, 32, 32] and int64 labels [N] (SVHN's label 10 is digit 0)."""
+def read_svhn_mat(path: Path) -> Split:
+    """One .mat file -> images [N, C, H, W] and int64 labels [N] (SVHN's label 10 is digit 0); the
+    contents (uint8 3x32x32, labels 0..9) are checked by DatasetSpec.load."""
     from scipy.io import loadmat
 
     try:
@@ -66,18 +65,15 @@ def read_svhn_mat(path: Path) -> tuple[np.ndarray, np.ndarray]:
     images, labels = contents.get("X"), contents.get("y")
     if images is None or labels is None:
         raise UserError(f"{path} is not an SVHN .mat file (no X and y arrays)")
-    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[:3] != SVHN_IMAGE_SHAPE:
-        raise UserError(f"{path}: X should be uint8 [32, 32, 3, N], got {images.dtype} {list(images.shape)}")
+    if images.ndim != 4:
+        raise UserError(f"{path}: X should be [32, 32, 3, N], got {list(images.shape)}")
     labels = labels.reshape(-1).astype(np.int64)
-    if len(labels) != images.shape[3]:
-        raise UserError(f"{path}: {images.shape[3]} images but {len(labels)} labels")
-    if len(labels) and (labels.min() < 0 or labels.max() > 10):
-        raise UserError(f"{path}: labels should be 1..10, found {labels.min()}..{labels.max()}")
-    return images.transpose(3, 2, 0, 1), labels % 10  # [H, W, C, N] -> [N, C, H, W] (a view)
+    return Split(images=torch.from_numpy(images.transpose(3, 2, 0, 1)),  # [H, W, C, N] -> [N, C, H, W] (a view)
+                 labels=torch.from_numpy(np.where(labels == 10, 0, labels)), source=str(path))
 
 
-def load_svhn(root: Path | None, train: bool) -> Split:
-    """A DatasetSpec.load for SVHN: train+extra concatenated, or test."""
+def load_svhn(root: Path | None, train: bool) -> list[Split]:
+    """A DatasetSpec.loader for SVHN: train and extra (joined in this order), or test."""
     folders, download_root = search_folders(root, ("svhn", "SVHN"))
 
     def download() -> None:
@@ -86,12 +82,5 @@ def load_svhn(root: Path | None, train: bool) -> Split:
         for split in ("train", "extra") if train else ("test",):
             torchvision.datasets.SVHN(str(download_root), split=split, download=True)
 
-    paths = locate_files(SVHN_TRAIN_FILES if train else SVHN_TEST_FILES, folders, "SVHN", download)
-    return split_from_parts([read_svhn_mat(path) for path in paths])
-
-
-def split_from_parts(parts: list[tuple[np.ndarray, np.ndarray]]) -> Split:
-    """(images [n, C, H, W], labels [n]) parts, in order -> one Split (a single contiguous copy)."""
-    images = np.concatenate([images for images, _ in parts])
-    labels = np.concatenate([labels for _, labels in parts])
-    return Split(images=torch.from_numpy(images), labels=torch.from_numpy(labels))
+    paths = locate_files(SVHN_TRAIN_FILES if train else SVHN_TEST_FILES, folders, "SVHN", download, download_root)
+    return [read_svhn_mat(path) for path in paths]

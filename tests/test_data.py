@@ -3,38 +3,16 @@ from __future__ import annotations
 
 import gzip
 import struct
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from datafiles import idx_bytes, make_arrays, write_idx_set
 
 import mnist  # noqa: F401  (registers the datasets)
 from common.datasets import DATASETS
 from common.errors import UserError
 from mnist.data import read_idx
-
-
-def idx_bytes(array: np.ndarray) -> bytes:
-    """The idx encoding of a uint8 array: magic 0 0 0x08 ndim, big-endian dims, data."""
-    return struct.pack(">BBBB", 0, 0, 0x08, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape) + array.tobytes()
-
-
-def make_arrays(count: int, seed: int):
-    rng = np.random.default_rng(seed)
-    images = rng.integers(0, 256, size=(count, 28, 28), dtype=np.uint8)
-    labels = (np.arange(count) % 10).astype(np.uint8)
-    return images, labels
-
-
-def write_idx_set(folder: Path, prefix: str, images: np.ndarray, labels: np.ndarray, compress: bool = True) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
-    for stem, array in ((f"{prefix}-images-idx3-ubyte", images), (f"{prefix}-labels-idx1-ubyte", labels)):
-        data = idx_bytes(array)
-        if compress:
-            (folder / (stem + ".gz")).write_bytes(gzip.compress(data))
-        else:
-            (folder / stem).write_bytes(data)
 
 
 @pytest.fixture

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import assert_one_line_error
+from datafiles import write_folder
 from PIL import Image
 
 from common.datasets import DATASETS
@@ -24,17 +25,6 @@ from imagenet.resnet import RESNET18_DESCRIPTOR_LAYERS, ResNet18
 
 CLASSES = ("ant", "bee", "cat", "dog")
 TINY = "tiny-folder"
-
-
-def write_folder(root, per_class: dict[str, int], size=(40, 30), seed=0) -> None:
-    """PNG images whose red channel at (0, 0) encodes (class index, image index)."""
-    rng = np.random.default_rng(seed)
-    for name, count in per_class.items():
-        (root / name).mkdir(parents=True, exist_ok=True)
-        for i in range(count):
-            pixels = rng.integers(0, 256, size=(size[1], size[0], 3), dtype=np.uint8)
-            mode = "L" if i % 5 == 4 else "RGB"  # some greyscale files: they must come out RGB
-            Image.fromarray(pixels).convert(mode).save(root / name / f"{i:03d}.png")
 
 
 @pytest.fixture(scope="module")

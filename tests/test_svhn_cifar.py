@@ -2,11 +2,11 @@
 from __future__ import annotations
 
 import pickle
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from datafiles import cifar_rows, write_cifar_batch, write_svhn_mat, write_svhn_set
 from scipy.io import savemat
 from test_cli_runs import check_method_folder, find_method_folder
 
@@ -17,24 +17,6 @@ from common.errors import UserError
 from common.gen_descr import descriptor_layout, layer_features
 from common.splits import default_minority_classes, make_split
 from svhn.resnet import RESNET10_DESCRIPTOR_LAYERS, BasicBlock, ResNet10
-
-
-def write_svhn_mat(path: Path, per_class: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """A .mat in SVHN's layout: X uint8 [32, 32, 3, N], y [N, 1] with 10 standing for digit 0."""
-    rng = np.random.default_rng(seed)
-    digits = np.repeat(np.arange(10), per_class)
-    rng.shuffle(digits)
-    images = rng.integers(0, 256, size=(32, 32, 3, len(digits)), dtype=np.uint8)
-    labels = np.where(digits == 0, 10, digits).astype(np.uint8).reshape(-1, 1)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    savemat(path, {"X": images, "y": labels})
-    return images, digits
-
-
-def write_svhn_set(root: Path, train: int, extra: int, test: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """train/extra/test .mat files under root with the given images per class."""
-    return {part: write_svhn_mat(root / f"{part}_32x32.mat", count, seed)
-            for seed, (part, count) in enumerate((("train", train), ("extra", extra), ("test", test)))}
 
 
 @pytest.fixture
@@ -81,7 +63,7 @@ def test_svhn_corrupt_or_foreign_mat_is_user_error(tmp_path, no_download):
         DATASETS.get("svhn").load(tmp_path, True)
     assert "\n" not in str(error.value)
     savemat(tmp_path / "test_32x32.mat", {"X": np.zeros((28, 28, 1, 4), np.uint8), "y": np.ones((4, 1))})
-    with pytest.raises(UserError, match=r"\[32, 32, 3, N\]"):
+    with pytest.raises(UserError, match="test_32x32.mat: images are 1x28x28, expected 3x32x32"):
         DATASETS.get("svhn").load(tmp_path, False)
 
 
@@ -113,21 +95,6 @@ def test_resnet10_shapes_blocks_and_descriptor_lengths():
     dropout = ResNet10(4, mc_dropout=True)  # the rotation head; dropout adds no weights
     assert dropout.state_dict().keys() == ResNet10(4).state_dict().keys()
     assert dropout.dropout.p == 0.5 and model.dropout.p == 0.0
-
-
-def write_cifar_batch(path: Path, rows: np.ndarray, labels: list[int], label_key: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    batch = {b"batch_label": b"test", b"data": rows, label_key: labels}
-    path.write_bytes(pickle.dumps(batch))
-
-
-def cifar_rows(count: int) -> np.ndarray:
-    """[count, 3072] uint8: row i has red 10*i + 1, green 10*i + 2, blue 10*i + 3, then a marked pixel."""
-    rows = np.zeros((count, 3072), np.uint8)
-    for i in range(count):
-        rows[i, :1024], rows[i, 1024:2048], rows[i, 2048:] = 10 * i + 1, 10 * i + 2, 10 * i + 3
-        rows[i, 1024 + 32 * 5 + 7] = 255  # green plane, row 5, column 7
-    return rows
 
 
 def check_cifar_images(images: torch.Tensor, count: int) -> None:
@@ -186,7 +153,7 @@ def test_cifar_missing_corrupt_and_foreign_pickles_are_user_errors(tmp_path, no_
     with pytest.raises(UserError, match="3072"):
         spec.load(tmp_path, False)
     write_cifar_batch(folder / "test_batch", cifar_rows(2), [0, 10], b"labels")
-    with pytest.raises(UserError, match=r"labels should be 0\.\.9"):
+    with pytest.raises(UserError, match=r"test_batch: label 10 outside 0\.\.9"):
         spec.load(tmp_path, False)
 
 
