@@ -1,4 +1,4 @@
-"""KAFAL's KSAS score and KCFU loss on tiny hand-checked data."""
+"""KAFAL's KSAS score and KCFU loss, and LoGo's cluster-then-entropy selection, on tiny hand-checked data."""
 from __future__ import annotations
 
 import math
@@ -6,11 +6,15 @@ import math
 import numpy as np
 import pytest
 import torch
+from sklearn.cluster import KMeans
 
+from common.errors import UserError
+from common.strategies.diversity import kmeans_plus_plus
 from federated.kafal import (
     balanced_softmax_ce, class_count_prior, compensatory_loss, inverse_frequency_weights, kcfu_loss, ksas_scores,
     mix_unlabelled, mixup,
 )
+from federated.logo import factored_kmeans, logo_select
 
 LN2, LN3 = math.log(2.0), math.log(3.0)
 
@@ -150,3 +154,49 @@ def test_lambda_follows_beta_2_2():
     assert lam.mean().item() == pytest.approx(0.5, abs=0.01)
     assert lam.var().item() == pytest.approx(0.05, abs=0.003)  # Beta(2, 2): 1/20 (uniform would give 1/12)
     assert (lam < 0.1).float().mean().item() == pytest.approx(0.028, abs=0.006)  # 3(0.1)^2 - 2(0.1)^3
+
+
+# ---------------------------------------------------------------- LoGo
+
+def planted_blobs(seed: int, per_blob: int = 20):
+    """Three well-separated gaussian blobs in 2-D (one at the origin) and random entropies."""
+    rng = np.random.default_rng(seed)
+    centres = np.array([[0.0, 0.0], [50.0, 0.0], [0.0, 50.0]])
+    points = np.concatenate([centre + rng.normal(size=(per_blob, 2)) for centre in centres])
+    return points, rng.random(len(points))
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_logo_picks_the_most_uncertain_image_of_each_blob(seed):
+    points, entropy = planted_blobs(seed)
+    chosen = logo_select(np.ones((len(points), 1)), points, entropy, 3, np.random.default_rng(seed))
+    expected = [blob * 20 + int(np.argmax(entropy[blob * 20 : (blob + 1) * 20])) for blob in range(3)]
+    assert sorted(chosen.tolist()) == expected
+
+
+def test_logo_fills_with_the_highest_remaining_entropy_when_clusters_are_empty():
+    points = np.repeat(np.array([[0.0, 10.0], [10.0, 0.0]]), 5, axis=0)  # rows 0-4 one point, rows 5-9 another
+    entropy = np.array([0.1, 0.9, 0.2, 0.3, 0.4, 0.5, 0.6, 0.95, 0.7, 0.05])
+    chosen = logo_select(np.ones((10, 1)), points, entropy, 6, np.random.default_rng(0))
+    assert len(chosen) == 6 and len(set(chosen.tolist())) == 6
+    # each point's top row (1 and 7), then the four highest entropies left: 8, 6, 5, 4
+    assert set(chosen[:2].tolist()) == {1, 7} and chosen[2:].tolist() == [8, 6, 5, 4]
+
+
+def test_logo_budget_bounds():
+    points, entropy = planted_blobs(0, per_blob=2)
+    everything = logo_select(np.ones((6, 1)), points, entropy, 6, np.random.default_rng(0))
+    assert sorted(everything.tolist()) == list(range(6))
+    assert len(logo_select(np.ones((6, 1)), points, entropy, 0, np.random.default_rng(0))) == 0
+    with pytest.raises(UserError, match="budget"):
+        logo_select(np.ones((6, 1)), points, entropy, 7, np.random.default_rng(0))
+
+
+def test_factored_kmeans_matches_kmeans_on_the_formed_embeddings():
+    rng = np.random.default_rng(3)
+    scales, features = rng.normal(size=(200, 4)), rng.normal(size=(200, 6))
+    embeddings = (scales[:, :, None] * features[:, None, :]).reshape(200, -1)  # g_i = a_i (x) h_i, [200, 24]
+    ours = factored_kmeans(scales, features, 5, np.random.default_rng(1))
+    seeds = kmeans_plus_plus(scales, features, 5, np.random.default_rng(1))  # the same seeded start
+    reference = KMeans(5, init=embeddings[seeds], n_init=1, algorithm="lloyd", max_iter=50, tol=0).fit(embeddings)
+    np.testing.assert_array_equal(ours, reference.labels_)
