@@ -1,0 +1,1 @@
+"""Federated active learning: client pools, federated acquisition (KAFAL, LoGo), and later the Flower app."""
