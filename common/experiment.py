@@ -23,16 +23,17 @@ import numpy as np
 import torch
 from torch import nn
 
+from common import loop
 from common import records as contract
 from common import storage
 from common.datasets import DatasetSpec, Split
 from common.errors import UserError
-from common.images import Images, concat, take
+from common.images import take
+from common.oracle import Oracle
 from common.schedule import Schedule
 from common.seeding import numpy_rng, torch_global_seed, torch_seed
 from common.splits import PoolSplit, make_split
 from common.strategies import STRATEGIES, AcquisitionOptions, AcquisitionState
-from common.train import accuracy_report, predict_probabilities, train_model
 from common.unsup import pretrain_rotation, transfer_weights
 
 INITIAL_KINDS = ("random", "rotation")  # --unsupervised 0 and 1
@@ -361,41 +362,32 @@ def _run_active_learning(
             raise UserError(f"{folder / f'model_{start - 1:03d}.pt'} holds {len(states)} models, not {settings.ensemble}")
     models = build_models(spec, states, strategy.mc_dropout)
 
-    labelled = _load_acquired(ctx, folder, records, settings.budget)
+    oracle = Oracle(ctx.pool.labels, revealed=_load_acquired(ctx, folder, records, settings.budget))
+    validation = ctx.validation if settings.train_on_validation else None
     for iteration in range(start, settings.iterations):
-        unlabelled = np.setdiff1d(np.arange(len(ctx.pool)), labelled)
         state = AcquisitionState(
-            models=models, to_input=spec.normalise, pool=ctx.pool, unlabelled=unlabelled,
+            models=models, to_input=spec.normalise, pool=ctx.pool,
+            unlabelled=np.setdiff1d(np.arange(len(ctx.pool)), oracle.labelled),
             validation=ctx.validation, iteration=iteration, budget=settings.budget,
             rng=numpy_rng(seed, "acquire", iteration), seed=torch_seed(seed, "acquire", iteration), options=options,
             scratch=folder / "scratch",
         )
-        began = time.perf_counter()
-        chosen = np.asarray(strategy.select(state), dtype=np.int64)
-        acquire_seconds = time.perf_counter() - began
-        _check_selection(chosen, unlabelled, settings.budget, settings.method)
-        storage.save_indices(folder / f"acquired_{iteration:03d}.npy", ctx.split.pool_indices[chosen])
-        labelled = np.concatenate([labelled, chosen])
+        chosen, acquire_seconds = loop.acquire(strategy, state, settings.method)
+        loop.save_acquired(folder, iteration, ctx.split.pool_indices[chosen])
+        oracle.reveal(chosen)
 
-        train_images, train_labels = _training_set(ctx, labelled, settings.train_on_validation)
-        train_seconds = 0.0
-        for member, model in enumerate(models):
-            train_seconds += train_model(
-                model, train_images, train_labels, settings.schedule, spec.normalise,
-                torch_seed(seed, "train", iteration, member), ctx.device, ctx.progress,
-                description=f"train b={iteration}",
-            )
+        images, labels = loop.training_set(ctx.pool, oracle, validation)
+        member_seeds = [torch_seed(seed, "train", iteration, m) for m in range(len(models))]
+        train_seconds = loop.fit(models, images, labels, settings.schedule, spec.normalise, member_seeds, ctx.device,
+                                 ctx.progress, description=f"train b={iteration}")
         validation_labels = len(ctx.validation) if strategy.uses_validation_labels or settings.train_on_validation else 0
-        record = {**_record(ctx, settings, iteration, len(labelled), validation_labels, models, acquire_seconds,
+        record = {**_record(ctx, settings, iteration, len(oracle.labelled), validation_labels, models, acquire_seconds,
                             train_seconds), **state.notes}
-        storage.save_checkpoint(folder / f"model_{iteration:03d}.pt", {"states": [m.state_dict() for m in models]})
-        storage.append_jsonl(folder / "metrics.jsonl", record)
-        if iteration - 1 not in keep_checkpoints:
-            (folder / f"model_{iteration - 1:03d}.pt").unlink(missing_ok=True)
+        loop.save_iteration(folder, iteration, models, record, keep_checkpoints)
         records.append(record)
         ctx.log(
-            f"[{spec.name} ir{imbalance_name(ctx.protocol.imbalance)} u{settings.unsupervised} {settings.method} run{ctx.run}] "
-            f"b={iteration} labelled={len(labelled)} acc={record['test_acc']:.4f} "
+            f"[{spec.name} ir{imbalance_name(ctx.protocol.imbalance)} u{settings.unsupervised} {settings.method} "
+            f"run{ctx.run}] b={iteration} labelled={len(oracle.labelled)} acc={record['test_acc']:.4f} "
             f"minority={record['minority_acc']:.4f} acquire={acquire_seconds:.1f}s train={train_seconds:.1f}s"
         )
     return records
@@ -424,46 +416,26 @@ def _run_all_train(ctx: RunContext, settings: RunSettings, folder: Path) -> list
     ensure_initial_models(ctx, settings.ensemble, kinds=(kind,))
     states = [storage.load_checkpoint(initial_model_path(ctx, kind, m), "state") for m in range(settings.ensemble)]
     models = build_models(ctx.spec, states, mc_dropout=False)
-    everything = np.arange(len(ctx.pool))
-    train_images, train_labels = _training_set(ctx, everything, settings.train_on_validation)
-    train_seconds = sum(
-        train_model(model, train_images, train_labels, settings.schedule, ctx.spec.normalise,
-                    torch_seed(ctx.protocol.seed, "train", ALL_TRAIN, member), ctx.device, ctx.progress,
-                    description=ALL_TRAIN)
-        for member, model in enumerate(models)
-    )
+    oracle = Oracle(ctx.pool.labels)
+    oracle.reveal(np.arange(len(ctx.pool)))
+    images, labels = loop.training_set(ctx.pool, oracle, ctx.validation if settings.train_on_validation else None)
+    member_seeds = [torch_seed(ctx.protocol.seed, "train", ALL_TRAIN, m) for m in range(len(models))]
+    train_seconds = loop.fit(models, images, labels, settings.schedule, ctx.spec.normalise, member_seeds, ctx.device,
+                             ctx.progress, description=ALL_TRAIN)
     validation_labels = len(ctx.validation) if settings.train_on_validation else 0
-    record = _record(ctx, settings, 0, len(everything), validation_labels, models, 0.0, train_seconds)
-    storage.save_checkpoint(folder / "model_000.pt", {"states": [m.state_dict() for m in models]})
-    storage.append_jsonl(folder / "metrics.jsonl", record)
-    ctx.log(f"[{ctx.spec.name} ir{imbalance_name(ctx.protocol.imbalance)} {ALL_TRAIN} run{ctx.run}] labelled={len(everything)} "
+    record = _record(ctx, settings, 0, len(ctx.pool), validation_labels, models, 0.0, train_seconds)
+    loop.save_iteration(folder, 0, models, record)
+    ctx.log(f"[{ctx.spec.name} ir{imbalance_name(ctx.protocol.imbalance)} {ALL_TRAIN} run{ctx.run}] labelled={len(ctx.pool)} "
             f"acc={record['test_acc']:.4f} minority={record['minority_acc']:.4f} train={train_seconds:.1f}s")
     return [record]
-
-
-def _training_set(ctx: RunContext, labelled: np.ndarray, with_validation: bool) -> tuple[Images, torch.Tensor]:
-    images, labels = take(ctx.pool.images, labelled), ctx.pool.labels[torch.from_numpy(labelled)]
-    if with_validation:
-        images = concat(images, ctx.validation.images)
-        labels = torch.cat([labels, ctx.validation.labels])
-    return images, labels
-
-
-def _check_selection(chosen: np.ndarray, unlabelled: np.ndarray, budget: int, method: str) -> None:
-    """A strategy that breaks its contract is a bug: fail loudly rather than save bad results."""
-    if len(chosen) != budget or len(np.unique(chosen)) != budget or not np.isin(chosen, unlabelled).all():
-        raise RuntimeError(f"{method} returned {len(chosen)} indices ({len(np.unique(chosen))} distinct), "
-                           f"expected {budget} distinct unlabelled ones")
 
 
 def _record(
     ctx: RunContext, settings: RunSettings, iteration: int, labelled: int, validation_labels: int,
     models: list[nn.Module], acquire_seconds: float, train_seconds: float,
 ) -> dict:
-    probs = predict_probabilities(models, ctx.test.images, ctx.spec.normalise, ctx.device)
-    report = accuracy_report(
-        probs.argmax(dim=1).numpy(), ctx.test.labels.numpy(), ctx.spec.num_classes, ctx.protocol.minority_classes
-    )
+    report = loop.evaluate(models, ctx.test, ctx.spec.normalise, ctx.device, ctx.spec.num_classes,
+                           ctx.protocol.minority_classes)
     return {
         "dataset": ctx.spec.name,
         "imbalance": ctx.protocol.imbalance,

@@ -16,6 +16,13 @@ from common.schedule import Schedule
 from common.seeding import torch_global_seed
 
 ToInput = Callable[[torch.Tensor], torch.Tensor]  # uint8 images [B, C, H, W] -> float input
+# (model, input batch, logits [B, C], labels [B]) -> scalar loss; plain cross-entropy when none is given.
+# Federated clients pass FedProx's proximal term or KAFAL's KCFU through it.
+LossFunction = Callable[[nn.Module, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def cross_entropy_loss(_model: nn.Module, _x: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    return F.cross_entropy(logits, labels)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -70,10 +77,12 @@ def train_model(
     description: str = "train",
     batch_transform: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None = None,
     on_epoch_end: Callable[[int], None] | None = None,
+    loss: LossFunction | None = None,
 ) -> float:
     """Train `model` in place with SGD on (images, labels); a fresh optimiser every call.
 
-    `batch_transform(x, y)` may rewrite each normalised batch (rotation pretraining uses it).
+    `batch_transform(x, y)` may rewrite each normalised batch (rotation pretraining uses it);
+    `loss` replaces the cross-entropy (federated clients' FedProx and KCFU).
     Returns the seconds spent.
     """
     start = time.perf_counter()
@@ -82,6 +91,7 @@ def train_model(
         model.parameters(), lr=schedule.lr, momentum=schedule.momentum, weight_decay=schedule.weight_decay
     )
     order_generator = torch.Generator().manual_seed(seed)
+    loss = loss or cross_entropy_loss
     with torch_global_seed(seed):
         for epoch in tqdm(range(schedule.epochs), desc=description, disable=not progress, leave=False):
             for group in optimiser.param_groups:
@@ -94,9 +104,9 @@ def train_model(
                 if batch_transform is not None:
                     x, y = batch_transform(x, y)
                 with mixed_precision(device):
-                    loss = F.cross_entropy(model(x).float(), y)
+                    batch_loss = loss(model, x, model(x).float(), y)
                 optimiser.zero_grad(set_to_none=True)
-                loss.backward()
+                batch_loss.backward()
                 optimiser.step()
             if on_epoch_end is not None:
                 on_epoch_end(epoch)

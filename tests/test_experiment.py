@@ -9,6 +9,7 @@ import pytest
 import torch
 
 import common.experiment as experiment
+import common.loop as loop
 from common import storage
 from common.errors import UserError
 from common.experiment import (
@@ -93,7 +94,7 @@ def test_finished_run_is_not_redone(reference_runs, digits_spec, digits_data):
 @pytest.mark.parametrize("method", ["entropy", "fk-nn"])
 def test_resume_after_kill_during_iteration_2(reference_runs, digits_spec, digits_data, tmp_path, monkeypatch, method):
     """A kill in iteration 2's training (after acquired_002.npy is written): the rerun redoes 2 only."""
-    real_train = experiment.train_model
+    real_train = loop.train_model
     calls = {"count": 0}
 
     def train_then_die(*args, **kwargs):
@@ -102,14 +103,14 @@ def test_resume_after_kill_during_iteration_2(reference_runs, digits_spec, digit
             raise KeyboardInterrupt
         return real_train(*args, **kwargs)
 
-    monkeypatch.setattr(experiment, "train_model", train_then_die)
+    monkeypatch.setattr(loop, "train_model", train_then_die)
     ctx = context(digits_spec, digits_data, tmp_path)
     folder = method_folder(ctx, settings(digits_spec, method))
     with pytest.raises(KeyboardInterrupt):
         run_active_learning(ctx, settings(digits_spec, method), options(digits_spec))
     assert [r["iteration"] for r in storage.read_jsonl(folder / "metrics.jsonl")] == [0, 1]
     assert (folder / "acquired_002.npy").exists()  # half-written iteration on disk
-    monkeypatch.setattr(experiment, "train_model", real_train)
+    monkeypatch.setattr(loop, "train_model", real_train)
 
     ctx = context(digits_spec, digits_data, tmp_path)
     records = run_active_learning(ctx, settings(digits_spec, method), options(digits_spec))

@@ -1,0 +1,87 @@
+"""One active-learning step as small functions: acquire, fit, evaluate, persist.
+
+A central run (common/experiment.py), a federated client or server (federated/) and an
+asynchronous worker or server (asynchronous/) all call these, so the AL step exists once.
+"""
+from __future__ import annotations
+
+import time
+from collections.abc import Container, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from common import storage
+from common.datasets import Split
+from common.images import Images, concat, take
+from common.oracle import Oracle
+from common.schedule import Schedule
+from common.strategies import AcquisitionState, Strategy
+from common.train import LossFunction, ToInput, accuracy_report, predict_probabilities, train_model
+
+
+def acquire(strategy: Strategy, state: AcquisitionState, method: str) -> tuple[np.ndarray, float]:
+    """The strategy's `state.budget` pool positions and the seconds it took; a strategy that breaks
+    its contract (wrong count, repeats, labelled images) is a bug and fails loudly."""
+    began = time.perf_counter()
+    chosen = np.asarray(strategy.select(state), dtype=np.int64)
+    seconds = time.perf_counter() - began
+    check_selection(chosen, state.unlabelled, state.budget, method)
+    return chosen, seconds
+
+
+def check_selection(chosen: np.ndarray, unlabelled: np.ndarray, budget: int, method: str) -> None:
+    if len(chosen) != budget or len(np.unique(chosen)) != budget or not np.isin(chosen, unlabelled).all():
+        raise RuntimeError(f"{method} returned {len(chosen)} indices ({len(np.unique(chosen))} distinct), "
+                           f"expected {budget} distinct unlabelled ones")
+
+
+def training_set(pool: Split, oracle: Oracle, validation: Split | None = None) -> tuple[Images, torch.Tensor]:
+    """The labelled pool images with the labels the oracle revealed, plus the labelled validation set
+    when given (--train-on-validation)."""
+    labelled = oracle.labelled
+    images, labels = take(pool.images, labelled), oracle.labels(labelled)
+    if validation is not None:
+        images = concat(images, validation.images)
+        labels = torch.cat([labels, validation.labels])
+    return images, labels
+
+
+def fit(
+    models: Sequence[nn.Module], images: Images, labels: torch.Tensor, schedule: Schedule, to_input: ToInput,
+    seeds: Sequence[int], device: torch.device, progress: bool = False, description: str = "train",
+    loss: LossFunction | None = None,
+) -> float:
+    """Train every ensemble member in place (member m with seeds[m]); returns the seconds spent."""
+    return sum(
+        train_model(model, images, labels, schedule, to_input, seed, device, progress, description=description,
+                    loss=loss)
+        for model, seed in zip(models, seeds, strict=True)
+    )
+
+
+def evaluate(
+    models: Sequence[nn.Module], test: Split, to_input: ToInput, device: torch.device, num_classes: int,
+    minority_classes: Sequence[int],
+) -> dict:
+    """Test accuracy, balanced, per-class and minority-class accuracy of the ensemble's mean softmax."""
+    probs = predict_probabilities(models, test.images, to_input, device)
+    return accuracy_report(probs.argmax(dim=1).numpy(), test.labels.numpy(), num_classes, minority_classes)
+
+
+def save_acquired(folder: Path, iteration: int, ids: np.ndarray) -> None:
+    """The acquired images of an iteration (train-split ids), saved before training for audit and replay."""
+    storage.save_indices(folder / f"acquired_{iteration:03d}.npy", ids)
+
+
+def save_iteration(
+    folder: Path, iteration: int, models: Sequence[nn.Module], record: dict, keep_checkpoints: Container[int] = (),
+) -> None:
+    """Finish an iteration: its weights, then its metrics line (the line is what marks it finished), then
+    drop the previous iteration's weights unless kept."""
+    storage.save_checkpoint(folder / f"model_{iteration:03d}.pt", {"states": [m.state_dict() for m in models]})
+    storage.append_jsonl(folder / "metrics.jsonl", record)
+    if iteration - 1 not in keep_checkpoints:
+        (folder / f"model_{iteration - 1:03d}.pt").unlink(missing_ok=True)
