@@ -108,6 +108,9 @@ class DatasetSpec:
     imbalance_rule: str = "joint"  # how they are thinned: common.splits.IMBALANCE_RULES
     description: str = ""
     image_shape: tuple[int, int, int] | None = None  # (C, H, W) every image has; None: not checked (resized)
+    # uint8 [C, H, W] of any size -> the model's evaluation input, for datasets without an image_shape
+    # (image folders: resize + centre crop); predict.py reads a user's files through it
+    evaluation_transform: Callable[[torch.Tensor], torch.Tensor] | None = None
     extra: dict = field(default_factory=dict)
 
     def load(self, root: Path | None, train: bool) -> Split:

@@ -239,9 +239,16 @@ def build_models(spec: DatasetSpec, states: list[dict], mc_dropout: bool) -> lis
         try:
             model.load_state_dict(state)
         except (RuntimeError, KeyError, TypeError, AttributeError) as exc:
-            raise UserError(f"checkpoint does not fit the {spec.name} model: {str(exc).splitlines()[0]}") from None
+            raise UserError(f"checkpoint does not fit the {spec.name} model: {_load_problem(exc)}") from None
         models.append(model)
     return models
+
+
+def _load_problem(error: Exception, limit: int = 200) -> str:
+    """The first informative line of a load_state_dict error (torch puts a bare header line first), shortened."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()] or [type(error).__name__]
+    line = lines[1] if len(lines) > 1 and lines[0].endswith(":") else lines[0]
+    return line if len(line) <= limit else line[: limit - 3] + "..."
 
 
 def method_folder(ctx: RunContext, settings: RunSettings) -> Path:

@@ -13,6 +13,8 @@ from collections.abc import Iterator
 import numpy as np
 import torch
 
+from common.errors import UserError
+
 
 class ImageSource(ABC):
     """An ordered set of images decoded on demand. Positions index this source's own order."""
@@ -46,6 +48,20 @@ class ImageSource(ABC):
 
 
 Images = torch.Tensor | ImageSource
+
+
+def read_image_file(path: str, mode: str) -> torch.Tensor:
+    """One image file decoded by PIL and converted to `mode` ("L" or "RGB"): uint8 [C, H, W] at the file's size.
+    A missing, unreadable or corrupt file is a one-line UserError naming it."""
+    from PIL import Image
+    from torchvision.transforms.v2.functional import pil_to_tensor
+
+    try:
+        with Image.open(path) as file:
+            return pil_to_tensor(file.convert(mode))
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:  # missing, truncated, not an image
+        cause = getattr(exc, "strerror", None) or str(exc)
+        raise UserError(f"cannot decode {path}: {(cause.splitlines() or [type(exc).__name__])[0]}") from None
 
 
 def take(images: Images, positions: np.ndarray | torch.Tensor) -> Images:

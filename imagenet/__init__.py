@@ -18,7 +18,7 @@ from common.datasets import DATASETS, LOCAL_DATA, DatasetSpec, Split
 from common.errors import UserError
 from common.schedule import Schedule
 from imagenet.dali import DaliFolderImages, dali_available
-from imagenet.folder import FolderImages, class_folders, scan_image_folder
+from imagenet.folder import FolderImages, class_folders, evaluation_transform, scan_image_folder
 from imagenet.resnet import RESNET18_DESCRIPTOR_LAYERS, ResNet18
 
 # SPEC section 2: the one place the ImageNet schedule is stated.
@@ -56,6 +56,7 @@ def image_folder_spec(name: str, num_classes: int, default_root: Path, crop: int
         model=lambda classes, mc_dropout: ResNet18(classes, mc_dropout),
         descriptor_layers=RESNET18_DESCRIPTOR_LAYERS, default_layer_set="l768", classifier="fc",
         penultimate="avgpool", schedule=IMAGENET_SCHEDULE, pretrain_schedule=IMAGENET_ROTATION_SCHEDULE,
+        evaluation_transform=evaluation_transform(crop, resize),
         mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225),
         budget=64000, iterations=5, val_per_class=128, top_k=128, inference_batch_size=256,
         default_imbalance=10, minority_rule="seeded-half", imbalance_rule="per-class",

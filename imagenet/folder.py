@@ -13,12 +13,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
 
 from common.errors import UserError
-from common.images import ImageSource
+from common.images import ImageSource, read_image_file
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".ppm", ".tif", ".tiff")
 
@@ -52,6 +51,12 @@ def scan_image_folder(root: Path, classes: list[str]) -> tuple[np.ndarray, np.nd
     return np.asarray([os.fsencode(path) for path in paths]), np.asarray(labels, dtype=np.int64)
 
 
+def evaluation_transform(crop: int, resize: int) -> v2.Compose:
+    """uint8 [C, H, W] of any size -> [C, crop, crop]: the shorter side resized to `resize`, the centre cropped
+    (how every image of a folder dataset is evaluated, and how predict.py prepares a user's file)."""
+    return v2.Compose([v2.Resize(resize, antialias=True), v2.CenterCrop(crop)])
+
+
 def default_workers() -> int:
     """Decoding processes: every core but one, at most 8 (fewer than that starve a GPU)."""
     return max(0, min(8, (os.cpu_count() or 1) - 1))
@@ -65,7 +70,7 @@ class FolderImages(ImageSource):
         self.paths, self.crop, self.resize = paths, crop, resize
         self.workers = default_workers() if workers is None else workers
         self.positions = np.arange(len(paths)) if positions is None else positions
-        self.evaluate = v2.Compose([v2.Resize(resize, antialias=True), v2.CenterCrop(crop)])
+        self.evaluate = evaluation_transform(crop, resize)
         self.augment = v2.Compose([v2.RandomResizedCrop(crop, antialias=True), v2.RandomHorizontalFlip()])
 
     def __len__(self) -> int:
@@ -82,12 +87,7 @@ class FolderImages(ImageSource):
 
     def decode(self, position: int, augment: bool) -> torch.Tensor:
         """One image: uint8 [3, crop, crop] (grey and RGBA files become RGB)."""
-        path = os.fsdecode(self.paths[self.positions[position]])
-        try:
-            with Image.open(path) as file:
-                image = v2.functional.pil_to_tensor(file.convert("RGB"))
-        except OSError as exc:  # includes PIL's UnidentifiedImageError
-            raise UserError(f"cannot decode {path}: {str(exc).splitlines()[0]}") from None
+        image = read_image_file(os.fsdecode(self.paths[self.positions[position]]), "RGB")
         return (self.augment if augment else self.evaluate)(image)
 
     def read(self, positions: np.ndarray, augment: bool) -> torch.Tensor:

@@ -66,26 +66,27 @@ def run_cli(*args, timeout: float = 300) -> subprocess.CompletedProcess:
     )
 
 
-@pytest.fixture
-def run_main(monkeypatch, capsys):
-    """`python run.py ARGS` executed in this process (run.py's own __main__ block, no interpreter start).
+def run_script_in_process(script: str, args, monkeypatch, capsys) -> Result:
+    """`python SCRIPT ARGS` executed in this process (the script's own __main__ block, no interpreter start).
 
     An exception other than SystemExit escapes to the test: that is the traceback a user would see.
     """
+    monkeypatch.setattr(sys, "argv", [script, *map(str, args)])
+    monkeypatch.chdir(REPO_ROOT)
+    capsys.readouterr()
+    code = 0
+    try:
+        runpy.run_path(str(REPO_ROOT / script), run_name="__main__")
+    except SystemExit as exit_:
+        code = exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 1)
+    captured = capsys.readouterr()
+    return Result(returncode=code, stdout=captured.out, stderr=captured.err)
 
-    def run(*args) -> Result:
-        monkeypatch.setattr(sys, "argv", ["run.py", *map(str, args)])
-        monkeypatch.chdir(REPO_ROOT)
-        capsys.readouterr()
-        code = 0
-        try:
-            runpy.run_path(str(REPO_ROOT / "run.py"), run_name="__main__")
-        except SystemExit as exit_:
-            code = exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 1)
-        captured = capsys.readouterr()
-        return Result(returncode=code, stdout=captured.out, stderr=captured.err)
 
-    return run
+@pytest.fixture
+def run_main(monkeypatch, capsys):
+    """`python run.py ARGS` executed in this process (see run_script_in_process)."""
+    return lambda *args: run_script_in_process("run.py", args, monkeypatch, capsys)
 
 
 def assert_one_line_error(result) -> str:
