@@ -47,9 +47,9 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 
 def setting_stem(key: tuple, count_validation: bool) -> str:
-    imbalance, val_per_class, unsupervised = key
+    imbalance, val_per_class, unsupervised, federation = key
     suffix = "_countval" if count_validation else ""
-    return safe_name(f"{protocol_name(imbalance, val_per_class)}_unsup{unsupervised}{suffix}")
+    return safe_name(f"{protocol_name(imbalance, val_per_class, federation)}_unsup{unsupervised}{suffix}")
 
 
 def draw(setting: tuple, per_metric: dict[str, dict[str, Curve]], savings_text: str, title: str, x_name: str):
@@ -76,13 +76,14 @@ def draw(setting: tuple, per_metric: dict[str, dict[str, Curve]], savings_text: 
 def write_csv(path: Path, per_setting: dict[tuple, dict[str, dict[str, Curve]]]) -> None:
     with path.open("w", newline="") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["imbalance", "val_per_class", "unsupervised", "method", "metric", "labels", "mean", "std", "runs"])
-        for (imbalance, val_per_class, unsupervised), per_metric in sorted(per_setting.items(), key=str):
+        writer.writerow(["imbalance", "val_per_class", "unsupervised", "method", "metric", "labels", "mean", "std", "runs",
+                         "federation"])
+        for (imbalance, val_per_class, unsupervised, federation), per_metric in sorted(per_setting.items(), key=str):
             for metric, curves in per_metric.items():
                 for method, curve in sorted(curves.items()):
                     for x, mean, std, runs in zip(curve.x, curve.mean, curve.std, curve.runs):
                         writer.writerow([imbalance_name(imbalance), val_per_class, unsupervised, method, metric,
-                                         int(x), f"{mean:.6f}", f"{std:.6f}", int(runs)])
+                                         int(x), f"{mean:.6f}", f"{std:.6f}", int(runs), federation])
 
 
 def report(records: list[dict], dataset: str, folder: Path, count_validation: bool, target: float | None) -> list[Path]:
@@ -105,9 +106,11 @@ def report(records: list[dict], dataset: str, folder: Path, count_validation: bo
             box = f"labels to reach {goal:.3f}:\n{short}"
         except ValueError as error:
             table, box = f"No label-savings table: {error}.", ""
-        imbalance, val_per_class, unsupervised = setting
+        imbalance, val_per_class, unsupervised, federation = setting
         start = "rotation-pretrained" if unsupervised else "random"
         title = f"{dataset}, imbalance {imbalance:g}, {val_per_class} validation images/class, {start} start"
+        if federation:
+            title += f"\nfederated: {federation}"
         figure = draw(setting, per_metric, box, title, x_name)
         for suffix in (".png", ".pdf"):
             figure.savefig(folder / f"curves_{stem}{suffix}", dpi=120)

@@ -49,6 +49,7 @@ class Protocol:
     minority_classes: tuple[int, ...]
     seed: int  # base_seed + run
     imbalance_rule: str = "joint"  # common.splits.IMBALANCE_RULES
+    federation: str = ""  # federated runs: clients, partition and training (federated.task.Job.federation_name)
 
 
 @dataclass(frozen=True)
@@ -100,13 +101,13 @@ def imbalance_name(imbalance: float) -> str:
     return text.removesuffix(".0")
 
 
-def protocol_name(imbalance: float, val_per_class: int) -> str:
-    return f"ir{imbalance_name(imbalance)}_val{val_per_class}"
+def protocol_name(imbalance: float, val_per_class: int, federation: str = "") -> str:
+    return f"ir{imbalance_name(imbalance)}_val{val_per_class}" + (f"_fed-{federation}" if federation else "")
 
 
-def run_folder(out: Path, dataset: str, imbalance: float, val_per_class: int, run: int) -> Path:
-    """Runs of different protocols (imbalance, validation size) live side by side."""
-    return out / dataset / protocol_name(imbalance, val_per_class) / f"run{run}"
+def run_folder(out: Path, dataset: str, imbalance: float, val_per_class: int, run: int, federation: str = "") -> Path:
+    """Runs of different protocols (imbalance, validation size, federation) live side by side."""
+    return out / dataset / protocol_name(imbalance, val_per_class, federation) / f"run{run}"
 
 
 def _plain(obj) -> dict:
@@ -119,7 +120,7 @@ def prepare_run(
     progress: bool = False, log: Callable[[str], None] = print,
 ) -> RunContext:
     """Load (or draw and save) the run's split and cut its pool and validation sets."""
-    folder = run_folder(out, protocol.dataset, protocol.imbalance, protocol.val_per_class, run)
+    folder = run_folder(out, protocol.dataset, protocol.imbalance, protocol.val_per_class, run, protocol.federation)
     split = _load_or_make_split(spec, data, protocol, folder)
     storage.tidy(folder / "initial")
 
@@ -144,10 +145,7 @@ def _load_or_make_split(spec: DatasetSpec, data: DatasetArrays, protocol: Protoc
     protocol_path, split_path = folder / "protocol.json", folder / "split.npz"
 
     def draw() -> PoolSplit:
-        return make_split(
-            data.train.labels.numpy(), spec.num_classes, protocol.val_per_class, protocol.imbalance,
-            protocol.minority_classes, numpy_rng(protocol.seed, "split"), protocol.imbalance_rule,
-        )
+        return draw_split(spec, data.train.labels.numpy(), protocol)
 
     stored = protocol_path.exists() and split_path.exists()
     split = None if stored else draw()
@@ -159,6 +157,13 @@ def _load_or_make_split(spec: DatasetSpec, data: DatasetArrays, protocol: Protoc
         storage.save_arrays(split_path, val_indices=split.val_indices, pool_indices=split.pool_indices)
         storage.write_json(protocol_path, _plain(protocol))
         return split
+
+
+def draw_split(spec: DatasetSpec, train_labels: np.ndarray, protocol: Protocol) -> PoolSplit:
+    """The run's validation/pool split, a pure function of the labels and the protocol (a federated
+    client recomputes it to find its own pool)."""
+    return make_split(train_labels, spec.num_classes, protocol.val_per_class, protocol.imbalance,
+                      protocol.minority_classes, numpy_rng(protocol.seed, "split"), protocol.imbalance_rule)
 
 
 def _stored_split(protocol: Protocol, folder: Path, train_size: int) -> PoolSplit:
@@ -273,11 +278,11 @@ def settings_that_matter(settings: RunSettings) -> dict:
     return {name: plain[name] for name in names}
 
 
-def _check_settings(folder: Path, settings: RunSettings) -> None:
-    """Refuse to continue a run with other settings; a run with no finished iteration restarts."""
+def check_settings(folder: Path, current: dict) -> None:
+    """Refuse to continue a run with other settings (`current`: JSON form of those that matter); a run
+    with no finished iteration restarts."""
     path = folder / "settings.json"
-    current = settings_that_matter(settings)
-    if path.exists() and _finished_records(folder):
+    if path.exists() and finished_records(folder):
         # settings added in later versions count as their defaults in older runs
         stored = {**_defaults_of_later_fields(RunSettings),
                   **storage.read_json(path, contract.object_with_fields({"method"}))}
@@ -294,7 +299,7 @@ def _defaults_of_later_fields(kind: type) -> dict:
     return json.loads(json.dumps({f.name: f.default for f in fields(kind) if f.default is not MISSING}))
 
 
-def _finished_records(folder: Path) -> list[dict]:
+def finished_records(folder: Path) -> list[dict]:
     records = contract.read_metrics(folder / "metrics.jsonl")
     iterations = [r["iteration"] for r in records]
     if iterations != list(range(len(records))):
@@ -302,9 +307,10 @@ def _finished_records(folder: Path) -> list[dict]:
     return records
 
 
-def _load_acquired(ctx: RunContext, folder: Path, records: list[dict], budget: int) -> np.ndarray:
-    """Pool positions of every image acquired by the finished iterations, each file checked: `budget`
-    distinct members of this run's pool, none acquired twice, as many as the metrics records count."""
+def load_acquired(ctx: RunContext, folder: Path, records: list[dict], budget: int, exact: bool = True) -> np.ndarray:
+    """Pool positions of every image acquired by the finished iterations, in order, each file checked:
+    `budget` distinct members of this run's pool (at most `budget` when not `exact`: a federated client
+    may miss an acquisition), none acquired twice, as many as the metrics records count."""
     pool_indices = ctx.split.pool_indices
     labelled = np.empty(0, dtype=np.int64)
     for iteration, record in enumerate(records):
@@ -312,7 +318,7 @@ def _load_acquired(ctx: RunContext, folder: Path, records: list[dict], budget: i
         indices = storage.load_indices(path)
         positions = np.minimum(np.searchsorted(pool_indices, indices), len(pool_indices) - 1)
         problem = None
-        if len(indices) != budget:
+        if len(indices) != budget if exact else len(indices) > budget:
             problem = f"holds {len(indices)} indices, not the budget {budget}"
         elif not np.array_equal(pool_indices[positions], indices):
             outside = indices[pool_indices[positions] != indices]
@@ -321,7 +327,7 @@ def _load_acquired(ctx: RunContext, folder: Path, records: list[dict], budget: i
             problem = "holds an image twice"
         elif np.isin(positions, labelled).any():
             problem = "repeats images acquired in an earlier iteration"
-        if problem is None and not (record["labelled"] == len(labelled) + budget or record["method"] == ALL_TRAIN):
+        if problem is None and record["labelled"] != len(labelled) + len(indices):
             problem = f"does not match metrics.jsonl ({record['labelled']} labelled after iteration {iteration})"
         if problem:
             raise UserError(f"inconsistent results: {path} {problem}; delete the method folder {folder} to redo it")
@@ -342,7 +348,7 @@ def run_active_learning(
     with storage.exclusive(folder) as mine:
         if not mine:
             ctx.log(f"[{ctx.spec.name} run{ctx.run}] {folder} is being run by another process; skipped")
-            return _finished_records(folder)
+            return finished_records(folder)
         return _run_active_learning(ctx, settings, options, keep_checkpoints, folder)
 
 
@@ -353,8 +359,8 @@ def _run_active_learning(
     strategy = STRATEGIES.get(settings.method)
     storage.remove_stale_temporaries(folder)
     shutil.rmtree(folder / "scratch", ignore_errors=True)  # a killed acquisition's descriptor memmaps
-    _check_settings(folder, settings)
-    records = _finished_records(folder)
+    check_settings(folder, settings_that_matter(settings))
+    records = finished_records(folder)
     start = len(records)
     if start >= settings.iterations:
         return records[: settings.iterations]
@@ -369,7 +375,7 @@ def _run_active_learning(
             raise UserError(f"{folder / f'model_{start - 1:03d}.pt'} holds {len(states)} models, not {settings.ensemble}")
     models = build_models(spec, states, strategy.mc_dropout)
 
-    oracle = Oracle(ctx.pool.labels, revealed=_load_acquired(ctx, folder, records, settings.budget))
+    oracle = Oracle(ctx.pool.labels, revealed=load_acquired(ctx, folder, records, settings.budget))
     validation = ctx.validation if settings.train_on_validation else None
     for iteration in range(start, settings.iterations):
         state = AcquisitionState(
@@ -409,14 +415,14 @@ def run_all_train(ctx: RunContext, settings: RunSettings) -> list[dict]:
     with storage.exclusive(folder) as mine:
         if not mine:
             ctx.log(f"[{ctx.spec.name} run{ctx.run}] {folder} is being run by another process; skipped")
-            return _finished_records(folder)
+            return finished_records(folder)
         return _run_all_train(ctx, settings, folder)
 
 
 def _run_all_train(ctx: RunContext, settings: RunSettings, folder: Path) -> list[dict]:
     storage.remove_stale_temporaries(folder)
-    _check_settings(folder, settings)
-    records = _finished_records(folder)
+    check_settings(folder, settings_that_matter(settings))
+    records = finished_records(folder)
     if records:
         return records
     kind = INITIAL_KINDS[settings.unsupervised]

@@ -23,13 +23,16 @@ def load_records(root: Path) -> list[dict]:
 
 
 def method_label(record: dict) -> str:
-    """The curve a record belongs to: its method, marked when it also trained on validation."""
-    return record["method"] + ("+trainval" if record.get("train_on_validation") else "")
+    """The curve a record belongs to: its method, marked when it also trained on validation or (federated)
+    trained its clients with KCFU."""
+    return (record["method"] + ("+trainval" if record.get("train_on_validation") else "")
+            + ("+kcfu" if record.get("local_loss") == "kcfu" else ""))
 
 
 def setting_key(record: dict) -> tuple:
-    """What must match for curves to share a plot: imbalance, validation size, initial model."""
-    return (record["imbalance"], record.get("val_per_class"), record["unsupervised"])
+    """What must match for curves to share a plot: imbalance, validation size, initial model, and for
+    federated runs the federation (clients, partition, aggregation, rounds; "" for central runs)."""
+    return (record["imbalance"], record.get("val_per_class"), record["unsupervised"], record.get("federation", ""))
 
 
 def uses_validation_labels(label: str) -> bool:

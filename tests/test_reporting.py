@@ -87,7 +87,7 @@ def three_curves(**kwargs) -> dict:
     records = (curve_records("random", [0.4, 0.5, 0.6]) + curve_records("entropy", [0.5, 0.6, 0.7])
                + curve_records("fk-nn", [0.6, 0.7, 0.8], validation_labels=100))
     curves = aggregate(records, "test_acc", **kwargs)
-    assert set(curves) == {(100, 10, 0, "random"), (100, 10, 0, "entropy"), (100, 10, 0, "fk-nn")}
+    assert set(curves) == {(100, 10, 0, "", "random"), (100, 10, 0, "", "entropy"), (100, 10, 0, "", "fk-nn")}
     return {key[-1]: curve for key, curve in curves.items()}
 
 
@@ -164,14 +164,14 @@ def test_aggregate_mean_and_population_std_over_runs():
     records = [record("random", 0, 0, 100, 0.5), record("random", 1, 0, 100, 0.7),
                record("random", 0, 1, 200, 0.6), record("random", 1, 1, 200, 0.6)]
     curves = aggregate(records, "test_acc")
-    assert list(curves) == [(100, 10, 0, "random")]
-    curve = curves[(100, 10, 0, "random")]
+    assert list(curves) == [(100, 10, 0, "", "random")]
+    curve = curves[(100, 10, 0, "", "random")]
     np.testing.assert_array_equal(curve.x, [100, 200])
     np.testing.assert_allclose(curve.mean, [0.6, 0.6])
     np.testing.assert_allclose(curve.std, [0.1, 0.0], atol=1e-12)  # ddof=0, not the sample std 0.1414
     np.testing.assert_array_equal(curve.runs, [2, 2])
     assert curve.run_label() == "2 runs"
-    minority = aggregate(records, "minority_acc")[(100, 10, 0, "random")]
+    minority = aggregate(records, "minority_acc")[(100, 10, 0, "", "random")]
     np.testing.assert_allclose(minority.mean, [0.35, 0.35])
 
 
@@ -180,12 +180,12 @@ def test_aggregate_partial_results_are_not_zero_filled():
     records += [record("entropy", run, 1, 200, 0.8) for run in range(2)]  # only 2 runs got to 200
     records += [record("random", 0, 0, 100, 0.4), record("random", 0, 2, 300, 0.6)]  # run 0 lacks 200
     curves = aggregate(records, "test_acc")
-    entropy = curves[(100, 10, 0, "entropy")]
+    entropy = curves[(100, 10, 0, "", "entropy")]
     np.testing.assert_array_equal(entropy.x, [100, 200])
     np.testing.assert_array_equal(entropy.runs, [3, 2])
     np.testing.assert_allclose(entropy.mean, [0.6, 0.8])  # the 200 point averages 2 runs, no zeros
     assert entropy.run_label() == "2-3 runs"
-    random_ = curves[(100, 10, 0, "random")]
+    random_ = curves[(100, 10, 0, "", "random")]
     np.testing.assert_array_equal(random_.x, [100, 300])  # the missing point is absent, not 0
     np.testing.assert_allclose(random_.mean, [0.4, 0.6])
     assert random_.run_label() == "1 run"
@@ -197,10 +197,10 @@ def test_aggregate_skips_missing_values_and_separates_settings():
     records.append({**record("random", 1, 0, 100, 0.5), "test_acc": None})  # not recorded: ignored
     curves = aggregate(records, "test_acc")
     assert {key: (curve.mean.tolist(), curve.runs.tolist()) for key, curve in curves.items()} == {
-        (100, 10, 0, "random"): ([0.5], [1]),
-        (10, 10, 0, "random"): ([0.9], [1]),
-        (100, 10, 1, "random"): ([0.7], [1]),
-        (100, 5, 0, "random"): ([0.3], [1]),
+        (100, 10, 0, "", "random"): ([0.5], [1]),
+        (10, 10, 0, "", "random"): ([0.9], [1]),
+        (100, 10, 1, "", "random"): ([0.7], [1]),
+        (100, 5, 0, "", "random"): ([0.3], [1]),
     }
 
 
@@ -209,19 +209,19 @@ def test_aggregate_count_validation_shifts_only_methods_with_validation_labels()
                + curve_records("fk-nn", [0.6, 0.7, 0.8], validation_labels=100))
     plain = aggregate(records, "test_acc")
     counted = aggregate(records, "test_acc", count_validation=True)
-    np.testing.assert_array_equal(plain[(100, 10, 0, "fk-nn")].x, [100, 200, 300])
-    np.testing.assert_array_equal(counted[(100, 10, 0, "fk-nn")].x, [200, 300, 400])
-    np.testing.assert_array_equal(counted[(100, 10, 0, "random")].x, [100, 200, 300])
-    np.testing.assert_allclose(counted[(100, 10, 0, "fk-nn")].mean, [0.6, 0.7, 0.8])
+    np.testing.assert_array_equal(plain[(100, 10, 0, "", "fk-nn")].x, [100, 200, 300])
+    np.testing.assert_array_equal(counted[(100, 10, 0, "", "fk-nn")].x, [200, 300, 400])
+    np.testing.assert_array_equal(counted[(100, 10, 0, "", "random")].x, [100, 200, 300])
+    np.testing.assert_allclose(counted[(100, 10, 0, "", "fk-nn")].mean, [0.6, 0.7, 0.8])
 
 
 def test_aggregate_train_on_validation_is_its_own_curve():
     records = (curve_records("random", [0.4, 0.5, 0.6])
                + curve_records("random", [0.5, 0.6, 0.7], train_on_validation=True, validation_labels=100))
     curves = aggregate(records, "test_acc", count_validation=True)
-    assert set(curves) == {(100, 10, 0, "random"), (100, 10, 0, "random+trainval")}
-    np.testing.assert_allclose(curves[(100, 10, 0, "random")].mean, [0.4, 0.5, 0.6])
-    np.testing.assert_array_equal(curves[(100, 10, 0, "random+trainval")].x, [200, 300, 400])
+    assert set(curves) == {(100, 10, 0, "", "random"), (100, 10, 0, "", "random+trainval")}
+    np.testing.assert_allclose(curves[(100, 10, 0, "", "random")].mean, [0.4, 0.5, 0.6])
+    np.testing.assert_array_equal(curves[(100, 10, 0, "", "random+trainval")].x, [200, 300, 400])
 
 
 def test_method_label_and_uses_validation_labels():
