@@ -21,15 +21,27 @@ from common.strategies.base import STRATEGIES, AcquisitionState, Strategy
 CHUNK_ELEMENTS = 1 << 24  # at most 16M distances (128 MB in float64) held at once
 
 
-def _features(state: AcquisitionState, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Penultimate features [N, D] (float64) and softmax [N, C] of pool images at `positions`."""
+def _features(state: AcquisitionState, positions: np.ndarray, model: torch.nn.Module | None = None,
+              ) -> tuple[np.ndarray, np.ndarray]:
+    """Penultimate features [N, D] (float64) and softmax [N, C] of pool images at `positions`, by `model`
+    (default: the first of the state's models)."""
     options = state.options
     features, logits = layer_features(
-        state.models[0], take(state.pool.images, positions), state.to_input, options.feature_layer,
+        model or state.models[0], take(state.pool.images, positions), state.to_input, options.feature_layer,
         options.device, options.batch_size,
     )
     probs = torch.from_numpy(logits).double().softmax(dim=1).numpy()
     return features.astype(np.float64), probs
+
+
+def gradient_embedding_factors(state: AcquisitionState, positions: np.ndarray, model: torch.nn.Module | None = None,
+                               ) -> tuple[np.ndarray, np.ndarray]:
+    """BADGE's last-layer gradient embeddings for the predicted label, as their two factors: scales
+    p - onehot(y_hat) [N, C] and penultimate features h [N, D] (embedding = scales (x) h)."""
+    features, probs = _features(state, positions, model)
+    scales = probs.copy()
+    scales[np.arange(len(scales)), probs.argmax(axis=1)] -= 1.0  # dCE/dlogits for y_hat: p - onehot
+    return scales, features
 
 
 def squared_distance_to_set(points: np.ndarray, centres: np.ndarray) -> np.ndarray:
@@ -106,9 +118,7 @@ class BadgeStrategy(Strategy):
     """k-means++ on gradient embeddings of the last layer for the predicted label."""
 
     def select(self, state: AcquisitionState) -> np.ndarray:
-        features, probs = _features(state, state.unlabelled)
-        scales = probs.copy()
-        scales[np.arange(len(scales)), probs.argmax(axis=1)] -= 1.0  # dCE/dlogits for y_hat: p - onehot
+        scales, features = gradient_embedding_factors(state, state.unlabelled)
         return state.unlabelled[kmeans_plus_plus(scales, features, state.budget, state.rng)]
 
 

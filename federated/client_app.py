@@ -1,0 +1,172 @@
+"""The Flower ClientApp: a client trains the global model on its labelled images and acquires its share.
+
+Every message carries the run's `Job`; the client finds its own pool from its partition id
+(`context.node_config["partition-id"]`, stable across runs, unlike Flower's node ids). Its
+labelled set comes from the server in each message (the server persists it, so a resumed run
+needs no client state); labels are read only through the client's Oracle (the annotator sits
+with the client). Replies carry model weights, counts, local ids and similarities only
+(federated/privacy.py checks every one on the server).
+"""
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.clientapp import ClientApp
+from torch import nn
+
+from common import loop
+from common.datasets import Split
+from common.images import take
+from common.oracle import Oracle
+from common.search import SearchSettings
+from common.seeding import numpy_rng, torch_seed
+from common.strategies import AcquisitionOptions, AcquisitionState
+from common.train import LossFunction, model_input, resolve_device
+from federated import fk
+from federated.kafal import balanced_softmax_ce, compensatory_loss, mix_unlabelled
+from federated.strategies import AGGREGATIONS, CLIENT_METHODS
+from federated.task import ClientData, Job, client_data
+
+app = ClientApp()
+
+
+class InjectedFailure(RuntimeError):
+    """Raised where a test asked this client to fail (Job.fail_client)."""
+
+
+def _job_and_client(message: Message, context: Context) -> tuple[Job, ClientData, ConfigRecord]:
+    config = message.content["config"]
+    job = Job.from_json(str(config["job"]))
+    torch.set_num_threads(int(job.extra.get("threads", 1)))
+    return job, client_data(job, int(context.node_config["partition-id"])), config
+
+
+def _model(job: Job, arrays: ArrayRecord) -> nn.Module:
+    model = job.spec.model(job.spec.num_classes, False)
+    model.load_state_dict(arrays.to_torch_state_dict())
+    return model
+
+
+def _batch_norm_names(model: nn.Module) -> list[str]:
+    """State-dict entries of the model's batch-norm layers (what FedBN keeps local)."""
+    names = []
+    for prefix, module in model.named_modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            names += [f"{prefix}.{key}" for key in module.state_dict()]
+    return names
+
+
+def _labelled(config: ConfigRecord, partition_id: int) -> np.ndarray:
+    return np.asarray(config.get(f"labelled-{partition_id}", []), dtype=np.int64)
+
+
+def local_loss(job: Job, model: nn.Module, global_model: nn.Module, counts: np.ndarray, client: ClientData,
+               unlabelled: np.ndarray, cycle: int, generator: torch.Generator, device: torch.device) -> LossFunction:
+    """The client's training loss: cross-entropy or KCFU's balanced softmax, plus KCFU's compensatory
+    term from the second cycle on (mixed-up unlabelled images, the global model as teacher), plus
+    FedProx's (mu/2)||w - w_global||^2 when aggregating with fedprox."""
+    counts_tensor = torch.as_tensor(counts, dtype=torch.float32, device=device)
+    kcfu = job.federation.local_loss == "kcfu"
+    teacher = kcfu and cycle > 0 and len(unlabelled) > 1
+    proximal = job.federation.fed_algo == "fedprox"
+    anchors = [p.detach().clone().to(device) for p in global_model.parameters()] if proximal else []
+    if teacher:
+        global_model.to(device).eval()
+
+    def loss(net: nn.Module, _x: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        value = balanced_softmax_ce(logits, labels, counts_tensor) if kcfu else F.cross_entropy(logits, labels)
+        if teacher:
+            picks = torch.randint(len(unlabelled), (len(labels),), generator=generator).numpy()
+            raw = take(client.pool.images, unlabelled[picks])
+            mixed = mix_unlabelled(model_input(job.spec.normalise, raw, device), generator)
+            with torch.no_grad():
+                global_logits = global_model(mixed.inputs).float()
+            value = value + compensatory_loss(net(mixed.inputs).float(), global_logits, counts_tensor)
+        if proximal:
+            value = value + job.federation.proximal_mu / 2 * sum(
+                ((p - a) ** 2).sum() for p, a in zip(net.parameters(), anchors))
+        return value
+
+    return loss
+
+
+@app.train()
+def train(message: Message, context: Context) -> Message:
+    """Local training from the global weights on the client's labelled images."""
+    job, client, config = _job_and_client(message, context)
+    cycle, server_round = int(config["cycle"]), int(config["server-round"])
+    if job.fail_client and tuple(job.fail_client) == (client.partition_id, cycle, server_round):
+        raise InjectedFailure(f"client {client.partition_id} fails in cycle {cycle} round {server_round} (test)")
+    device = resolve_device(job.device)
+    model = _model(job, message.content["arrays"])
+    if AGGREGATIONS.get(job.federation.fed_algo).local_batch_norm and "batch-norm" in context.state:
+        model.load_state_dict(context.state["batch-norm"].to_torch_state_dict(), strict=False)  # FedBN
+    labelled = _labelled(config, client.partition_id)
+    train_loss = 0.0
+    if len(labelled):
+        oracle = Oracle(client.pool.labels, revealed=labelled)
+        images, labels = loop.training_set(client.pool, oracle)
+        seed = torch_seed(job.protocol.seed, "federated-train", cycle, server_round, client.partition_id)
+        unlabelled = np.setdiff1d(np.arange(len(client.pool)), labelled)
+        loss = local_loss(job, model, copy.deepcopy(model), oracle.counts(job.spec.num_classes), client, unlabelled,
+                          cycle, torch.Generator().manual_seed(seed), device)
+        loop.fit([model], images, labels, job.local_schedule, job.spec.normalise, [seed], device, loss=loss)
+    model.cpu()
+    if AGGREGATIONS.get(job.federation.fed_algo).local_batch_norm:
+        state = model.state_dict()
+        context.state["batch-norm"] = ArrayRecord({name: state[name] for name in _batch_norm_names(model)})
+    metrics = MetricRecord({"num-examples": int(len(labelled)), "partition-id": client.partition_id,
+                            "train-loss": float(train_loss)})
+    return Message(content=RecordDict({"arrays": ArrayRecord(model.state_dict()), "metrics": metrics}),
+                   reply_to=message)
+
+
+@app.query()
+def query(message: Message, context: Context) -> Message:
+    """Acquire this client's share with the global model (and its own local model for KSAS / LoGo), or
+    for FK describe its unlabelled pool and return its best matches for the server's centres."""
+    job, client, config = _job_and_client(message, context)
+    cycle = int(config["cycle"])
+    device = resolve_device(job.device)
+    global_model = _model(job, message.content["arrays"])
+    labelled = _labelled(config, client.partition_id)
+    unlabelled = np.setdiff1d(np.arange(len(client.pool)), labelled)
+    method = CLIENT_METHODS.get(job.method)
+    reply = {"partition-id": client.partition_id}
+    if method.server_merged:
+        candidates = fk.client_candidates(
+            global_model, take(client.pool.images, unlabelled), job.spec.normalise, job.descriptor_layers, device,
+            fk.Centres.from_arrays(message.content["centres"].to_numpy_ndarrays_dict()), int(config["top-k"]),
+            method.pseudo_label, job.batch_size, SearchSettings(),
+        )
+        valid = candidates.ids >= 0
+        reply["ids"] = np.where(valid, unlabelled[np.maximum(candidates.ids, 0)], -1).ravel().tolist()
+        reply["similarities"] = candidates.similarities.ravel().astype(float).tolist()
+        reply["top-k"] = int(candidates.ids.shape[1])
+    else:
+        share = int(config["share"])
+        local_model = _model(job, message.content["local"]) if "local" in message.content else global_model
+        counts = Oracle(client.pool.labels, revealed=labelled).counts(job.spec.num_classes)
+        state = AcquisitionState(
+            models=[global_model], to_input=job.spec.normalise, pool=client.pool, unlabelled=unlabelled,
+            validation=Split(images=client.pool.images[:0], labels=client.pool.labels[:0]), iteration=cycle,
+            budget=share, rng=numpy_rng(job.protocol.seed, "federated-acquire", cycle, client.partition_id),
+            seed=torch_seed(job.protocol.seed, "federated-acquire", cycle, client.partition_id),
+            options=AcquisitionOptions(device=device, feature_layer=job.spec.penultimate, batch_size=job.batch_size),
+        )
+        chosen = loop.acquire(method.build(local_model, counts), state, job.method)[0] if share else np.empty(0, int)
+        reply["ids"] = chosen.astype(int).tolist()
+    return Message(content=RecordDict({"reply": ConfigRecord(reply),
+                                       "metrics": MetricRecord({"partition-id": client.partition_id})}),
+                   reply_to=message)
+
+
+@app.query("hello")
+def hello(message: Message, context: Context) -> Message:
+    """The partition id behind this node (Flower's node ids change every run)."""
+    partition_id = int(context.node_config["partition-id"])
+    return Message(content=RecordDict({"metrics": MetricRecord({"partition-id": partition_id})}), reply_to=message)

@@ -1,0 +1,142 @@
+"""Federated strategies of both kinds: how the server aggregates (Flower's strategies, with replies
+ordered by client so the same seed gives the same weights) and how a client acquires its share.
+
+Client acquisition reuses the central strategies (common/strategies) wherever the method exists
+there; KAFAL's KSAS and LoGo are Strategy subclasses over the scores in federated/kafal.py and
+federated/logo.py. FK methods are merged by the server (federated/fk.py) and only flagged here.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import torch
+from flwr.app import Message
+from flwr.serverapp.strategy import FedAdam, FedAvg, FedProx, FedYogi
+from torch import nn
+
+from common.registry import Registry
+from common.strategies import STRATEGIES, AcquisitionState, Strategy
+from common.strategies.base import RandomStrategy, ScoreStrategy
+from common.strategies.diversity import gradient_embedding_factors
+from common.strategies.uncertainty import entropy
+from common.train import predict_logits, predict_probabilities
+from federated.kafal import ksas_scores
+from federated.logo import logo_select
+
+LOG = logging.getLogger("fkal.federated")
+
+
+def partition_of(reply: Message) -> int:
+    """The partition id a client put in its reply (-1 for an error reply, which carries no content)."""
+    if reply.has_error():
+        return -1
+    for record in reply.content.metric_records.values():
+        if "partition-id" in record:
+            return int(record["partition-id"])
+    return -1
+
+
+def ordered(base: type) -> type:
+    """`base` (a Flower strategy) aggregating replies in partition order, so float sums never depend
+    on which client answered first; failed clients are logged and kept in `failed`, and the last
+    round's per-client weights in `client_arrays` (KSAS and LoGo query each client's local model)."""
+
+    class Ordered(base):
+        def aggregate_train(self, server_round, replies):
+            replies = sorted(replies, key=lambda reply: (partition_of(reply), reply.metadata.src_node_id))
+            self.failed = [reply for reply in replies if reply.has_error()]
+            for reply in self.failed:
+                LOG.warning("round %d: client node %d failed: %s", server_round, reply.metadata.src_node_id,
+                            reply.error.reason)
+            self.client_arrays = {partition_of(r): r.content["arrays"] for r in replies if not r.has_error()}
+            return super().aggregate_train(server_round, replies)
+
+    Ordered.__name__ = f"Ordered{base.__name__}"
+    return Ordered
+
+
+@dataclass(frozen=True)
+class Aggregation:
+    """A server aggregation: Flower's strategy class, and whether batch-norm layers stay local (FedBN)."""
+
+    strategy: type
+    local_batch_norm: bool = False
+    options: Callable[[float], dict] = lambda _mu: {}
+
+
+AGGREGATIONS: Registry[Aggregation] = Registry("federated aggregation (--fed-algo)")
+AGGREGATIONS.register("fedavg", Aggregation(ordered(FedAvg)))
+AGGREGATIONS.register("fedprox", Aggregation(ordered(FedProx), options=lambda mu: {"proximal_mu": mu}))
+AGGREGATIONS.register("fedadam", Aggregation(ordered(FedAdam)))
+AGGREGATIONS.register("fedyogi", Aggregation(ordered(FedYogi)))
+AGGREGATIONS.register("fedbn", Aggregation(ordered(FedAvg), local_batch_norm=True))
+
+
+def make_aggregation(name: str, clients: int, proximal_mu: float):
+    """A fresh strategy object for one AL cycle (server optimiser state restarts each cycle, like the
+    fresh SGD optimiser of every central iteration, so a resumed run equals an uninterrupted one)."""
+    aggregation = AGGREGATIONS.get(name)
+    return aggregation.strategy(fraction_train=1.0, fraction_evaluate=0.0, min_train_nodes=clients,
+                                min_evaluate_nodes=0, min_available_nodes=clients,
+                                **aggregation.options(proximal_mu))
+
+
+# ----------------------------------------------------------------------------- client acquisition
+
+class KsasStrategy(ScoreStrategy):
+    """KAFAL's KSAS (Cao et al., ICCV 2023): the symmetric KL between the client's local model and the
+    global model, both specialised to the client's labelled class counts; random at the first cycle."""
+
+    def __init__(self, local_model: nn.Module, counts: np.ndarray) -> None:
+        self.local_model = local_model
+        self.counts = torch.as_tensor(counts, dtype=torch.float64)
+
+    def scores(self, state: AcquisitionState) -> np.ndarray:
+        images, options = state.unlabelled_images(), state.options
+        global_logits = predict_logits(state.models[0], images, state.to_input, options.device, options.batch_size)
+        local_logits = predict_logits(self.local_model, images, state.to_input, options.device, options.batch_size)
+        return ksas_scores(local_logits.double(), global_logits.double(), self.counts).numpy()
+
+
+class LogoStrategy(Strategy):
+    """LoGo (Kim et al., CVPR 2023): k-means (k = budget) on the local model's gradient embeddings, then
+    per cluster the image the global model is least sure of; random at the first cycle."""
+
+    def __init__(self, local_model: nn.Module) -> None:
+        self.local_model = local_model
+
+    def select(self, state: AcquisitionState) -> np.ndarray:
+        if state.iteration == 0:
+            return RandomStrategy().select(state)
+        scales, features = gradient_embedding_factors(state, state.unlabelled, self.local_model)
+        probs = predict_probabilities(state.models, state.unlabelled_images(), state.to_input, state.options.device,
+                                      state.options.batch_size)
+        rows = logo_select(scales, features, entropy(probs.numpy().astype(np.float64)), state.budget, state.rng)
+        return state.unlabelled[rows]
+
+
+@dataclass(frozen=True)
+class ClientMethod:
+    """How a client acquires for one federated method: a Strategy built from its local model and labelled
+    class counts, or (server_merged) the federated FK exchange of federated/fk.py."""
+
+    build: Callable[[nn.Module, np.ndarray], Strategy] | None
+    uses_local_model: bool = False
+    server_merged: bool = False  # FK: the server merges every client's candidates into the budget
+    pseudo_label: str | None = None  # FK: the pool images' label for g (None: features only)
+
+
+def _central(name: str) -> ClientMethod:
+    return ClientMethod(build=lambda _local, _counts: STRATEGIES.get(name))
+
+
+CLIENT_METHODS: Registry[ClientMethod] = Registry("federated method")
+for _name in ("random", "entropy", "margin", "least-confidence"):
+    CLIENT_METHODS.register(_name, _central(_name))
+CLIENT_METHODS.register("ksas", ClientMethod(build=KsasStrategy, uses_local_model=True))
+CLIENT_METHODS.register("logo", ClientMethod(build=lambda local, _counts: LogoStrategy(local), uses_local_model=True))
+CLIENT_METHODS.register("fk-nn", ClientMethod(build=None, server_merged=True, pseudo_label="nn"))
+CLIENT_METHODS.register("fk-features", ClientMethod(build=None, server_merged=True, pseudo_label=None))
