@@ -21,6 +21,7 @@ from torch import nn
 from tqdm import tqdm
 
 from common import search
+from common.datasets import Split
 from common.errors import UserError
 from common.images import Images, image_batches
 from common.train import ToInput, mixed_precision, model_input, place
@@ -80,6 +81,14 @@ def descriptor_layout(model: nn.Module, layers: tuple[str, ...], sample: torch.T
     with torch.no_grad(), capture_activations(model, layers) as outputs:
         model(sample)
     return DescriptorLayout(layers=layers, sizes=tuple(pool_spatial(outputs[name]).shape[1] for name in layers))
+
+
+def images_layout(
+    model: nn.Module, layers: tuple[str, ...], images: Images, to_input: ToInput, device: torch.device
+) -> DescriptorLayout:
+    """The layout of `layers` in `model`, from a dry run on the first of `images` (placed on `device`)."""
+    sample = model_input(to_input, images[:1], device)
+    return descriptor_layout(place(model, device), layers, sample)
 
 
 @torch.no_grad()
@@ -395,4 +404,24 @@ def compute_descriptors(
         length=length,
         logits=torch.cat(logits_all).numpy() if logits_all else (np.empty((0, 0), np.float32) if keep_logits else None),
         labels=torch.cat(labels_all).numpy() if labels_all else None,
+    )
+
+
+def validation_descriptors(
+    model: nn.Module,
+    validation: Split,
+    to_input: ToInput,
+    layout: DescriptorLayout,
+    device: torch.device,
+    with_gradients: bool,
+    batch_size: int = 512,
+    progress: bool = False,
+    store: DescriptorStore = DescriptorStore(),
+) -> Descriptors:
+    """The labelled validation images' z and logits, and g against their true labels when
+    `with_gradients` (SPEC section 4: validation images always use the true label)."""
+    return compute_descriptors(
+        model, validation.images, to_input, layout, device,
+        pseudo_label="true" if with_gradients else None, true_labels=validation.labels,
+        batch_size=batch_size, progress=progress, description="validation descriptors", store=store,
     )

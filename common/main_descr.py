@@ -44,6 +44,14 @@ def k_centre_greedy(vectors: np.ndarray, count: int, rng: np.random.Generator, c
     return chosen
 
 
+def choose_centres(val_vectors: np.ndarray, misses: np.ndarray, budget: int, rng: np.random.Generator) -> np.ndarray:
+    """Validation rows that act as centres: every miss if they fit in `budget`, else `budget` of them by
+    greedy k-centre on their vectors (`val_vectors` [V, D]; one rng draw, only in that case)."""
+    if len(misses) <= budget:
+        return misses
+    return misses[k_centre_greedy(val_vectors[misses], budget, rng)]
+
+
 def rank_major_fill(candidate_ids: np.ndarray, candidate_similarities: np.ndarray, budget: int) -> np.ndarray:
     """Up to `budget` distinct ids: every centre's 1st match (most similar first), then the 2nd...
 
@@ -112,6 +120,5 @@ def fisher_kernel_acquire(
     report: dict | None = None,
 ) -> np.ndarray:
     """Rows of `pool_vectors` (the unlabelled pool) to label next, given the miss set."""
-    miss_vectors = val_vectors[misses]
-    centres = miss_vectors[k_centre_greedy(miss_vectors, budget, rng)] if len(misses) > budget else miss_vectors
+    centres = val_vectors[choose_centres(val_vectors, misses, budget, rng)]
     return match_pool(centres, pool_vectors, budget, top_k, search_settings=search_settings, report=report)

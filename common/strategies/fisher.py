@@ -9,10 +9,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from common.gen_descr import DescriptorStore, Reference, compute_descriptors, descriptor_layout
+from common.gen_descr import DescriptorStore, Reference, compute_descriptors, images_layout, validation_descriptors
 from common.main_descr import fisher_kernel_acquire, miss_set
 from common.strategies.base import STRATEGIES, AcquisitionState, Strategy
-from common.train import model_input, place
 
 
 class FisherKernelStrategy(Strategy):
@@ -36,15 +35,13 @@ class FisherKernelStrategy(Strategy):
 
     def _select(self, state: AcquisitionState, store: DescriptorStore) -> np.ndarray:
         model, options = state.models[0], state.options
-        sample = model_input(state.to_input, state.validation.images[:1], options.device)
-        layout = descriptor_layout(place(model, options.device), options.descriptor_layers, sample)
+        layout = images_layout(model, options.descriptor_layers, state.validation.images, state.to_input,
+                               options.device)
         with_gradients = self.pseudo_label is not None
 
-        val = compute_descriptors(
-            model, state.validation.images, state.to_input, layout, options.device,
-            pseudo_label="true" if with_gradients else None, true_labels=state.validation.labels,
-            batch_size=options.batch_size, progress=options.progress, description="validation descriptors",
-            store=store,
+        val = validation_descriptors(
+            model, state.validation, state.to_input, layout, options.device, with_gradients,
+            batch_size=options.batch_size, progress=options.progress, store=store,
         )
         reference = Reference(val.z, val.g, state.validation.labels.numpy()) if with_gradients else None
         pool = compute_descriptors(
