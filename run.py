@@ -42,9 +42,11 @@ from common.experiment import (
 from common.gen_descr import STORES
 from common.search import INDEX_KINDS, SearchSettings
 from common.seeding import numpy_rng
+from common.schedule import Schedule
 from common.splits import MINORITY_RULES
 from common.strategies import STRATEGIES, AcquisitionOptions
 from common.train import resolve_device, set_cpu_threads
+from federated import experiment as federated_experiment
 
 DEFAULT_METHODS = "random,entropy,fk-nn"
 
@@ -113,6 +115,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     system.add_argument("--threads", type=positive_int, default=None,
                         help="CPU threads for PyTorch and FAISS (default: all cores; 1 is best when several runs share a machine)")
     system.add_argument("--quiet", action="store_true", help="no progress bars or per-iteration lines")
+    federated_experiment.add_arguments(parser)
     return parser
 
 
@@ -160,14 +163,31 @@ def check_budget(pool_size: int, budget: int, iterations: int) -> None:
         )
 
 
+def protocols(args: argparse.Namespace, spec: DatasetSpec) -> list[tuple[int, Protocol]]:
+    """(run index, protocol) of every imbalance ratio and run the command asks for."""
+    found = []
+    for imbalance in args.imbalance or [spec.default_imbalance]:
+        for run in run_indices(args):
+            minority = tuple(args.minority_classes) if args.minority_classes else MINORITY_RULES[spec.minority_rule](
+                spec.num_classes, numpy_rng(args.seed + run, "minority"))
+            found.append((run, Protocol(
+                dataset=spec.name, imbalance=imbalance, val_per_class=args.val_per_class or spec.val_per_class,
+                minority_classes=minority, seed=args.seed + run, imbalance_rule=spec.imbalance_rule,
+            )))
+    return found
+
+
 def main(args: argparse.Namespace) -> None:
     spec = DATASETS.get(args.dataset)
     if args.out.exists() and not args.out.is_dir():
         raise UserError(f"--out {args.out} is not a folder")
-    for name in args.methods:
-        if name != ALL_TRAIN:
-            STRATEGIES.get(name)  # unknown name: one-line error listing the valid ones (all-train aside)
-    methods = args.methods
+    federated = args.clients > 1
+    if federated:
+        federated_experiment.check_methods(args.methods)
+    else:
+        for name in args.methods:
+            if name != ALL_TRAIN:
+                STRATEGIES.get(name)  # unknown name: one-line error listing the valid ones (all-train aside)
     if any(u not in (0, 1) for u in args.unsupervised):
         raise UserError(f"--unsupervised takes 0 and/or 1, got {args.unsupervised}")
     budget = args.budget or spec.budget
@@ -187,35 +207,61 @@ def main(args: argparse.Namespace) -> None:
     )
     data = DatasetArrays(train=spec.load(args.data_root, True), test=spec.load(args.data_root, False))
     started = time.perf_counter()
-    for imbalance in args.imbalance or [spec.default_imbalance]:
-        for run in run_indices(args):
-            minority = tuple(args.minority_classes) if args.minority_classes else MINORITY_RULES[spec.minority_rule](
-                spec.num_classes, numpy_rng(args.seed + run, "minority"))
-            protocol = Protocol(
-                dataset=spec.name, imbalance=imbalance, val_per_class=args.val_per_class or spec.val_per_class,
-                minority_classes=minority, seed=args.seed + run, imbalance_rule=spec.imbalance_rule,
-            )
-            ctx = prepare_run(spec, data, protocol, run, args.out, device, progress, log)
-            if args.initial:
-                ensure_initial_models(ctx, args.ensemble)
-                log(f"[{spec.name} ir{imbalance_name(imbalance)} run{run}] initial models in {ctx.folder / 'initial'}")
-                continue
-            if any(m != ALL_TRAIN for m in methods):
-                check_budget(len(ctx.pool), budget, iterations)
-            for unsupervised in args.unsupervised:
-                for method in methods:
-                    settings = RunSettings(
-                        method=method, unsupervised=unsupervised, iterations=iterations, budget=budget,
-                        schedule=schedule, ensemble=args.ensemble, mc_samples=args.mc_samples,
-                        descriptor_layers=options.descriptor_layers, top_k=options.top_k,
-                        train_on_validation=args.train_on_validation, vaal_steps=args.vaal_steps,
-                    )
-                    if method == ALL_TRAIN:
-                        run_all_train(ctx, settings)
-                    else:
-                        run_active_learning(ctx, settings, options, args.keep_checkpoints)
+    if federated:
+        run_federated(args, spec, data, options, budget, iterations, schedule, log)
+    else:
+        run_central(args, spec, data, options, budget, iterations, schedule, log)
     log(f"done in {time.perf_counter() - started:.0f}s; results under {args.out / spec.name}; "
         f"plot them with: python run_plot.py --dataset {spec.name} --out {args.out}")
+
+
+def run_central(args: argparse.Namespace, spec: DatasetSpec, data: DatasetArrays, options: AcquisitionOptions,
+                budget: int, iterations: int, schedule: Schedule, log) -> None:
+    """Every (protocol, initial model, method) run in this process, one after the other."""
+    progress = options.progress
+    for run, protocol in protocols(args, spec):
+        ctx = prepare_run(spec, data, protocol, run, args.out, options.device, progress, log)
+        if args.initial:
+            ensure_initial_models(ctx, args.ensemble)
+            log(f"[{spec.name} ir{imbalance_name(protocol.imbalance)} run{run}] initial models in "
+                f"{ctx.folder / 'initial'}")
+            continue
+        if any(m != ALL_TRAIN for m in args.methods):
+            check_budget(len(ctx.pool), budget, iterations)
+        for unsupervised in args.unsupervised:
+            for method in args.methods:
+                settings = RunSettings(
+                    method=method, unsupervised=unsupervised, iterations=iterations, budget=budget,
+                    schedule=schedule, ensemble=args.ensemble, mc_samples=args.mc_samples,
+                    descriptor_layers=options.descriptor_layers, top_k=options.top_k,
+                    train_on_validation=args.train_on_validation, vaal_steps=args.vaal_steps,
+                )
+                if method == ALL_TRAIN:
+                    run_all_train(ctx, settings)
+                else:
+                    run_active_learning(ctx, settings, options, args.keep_checkpoints)
+
+
+def run_federated(args: argparse.Namespace, spec: DatasetSpec, data: DatasetArrays, options: AcquisitionOptions,
+                  budget: int, cycles: int, schedule: Schedule, log) -> None:
+    """--clients > 1: every (run, initial model, method) as a federated run, all in one Flower simulation."""
+    from federated.simulation import run_jobs  # noqa: PLC0415  (Flower and Ray load only for federated runs)
+
+    if args.initial:
+        raise UserError("--initial makes central initial models; federated runs create theirs when they start")
+    fed = federated_experiment.federation(args)
+    runs = [(run, federated_experiment.federated_protocol(protocol, fed)) for run, protocol in protocols(args, spec)]
+    for run, protocol in runs:  # split, budget and partition checked before any simulation starts
+        ctx = prepare_run(spec, data, protocol, run, args.out, options.device, log=log)
+        check_budget(len(ctx.pool), budget, cycles)
+        federated_experiment.check_partition(ctx.pool.labels.numpy(), spec.num_classes, fed, protocol.seed, budget)
+    jobs = federated_experiment.make_jobs(
+        args, runs, fed, dataset=spec.name, data_root=str(args.data_root) if args.data_root else None, budget=budget,
+        cycles=cycles, schedule=schedule, descriptor_layers=options.descriptor_layers, top_k=options.top_k,
+        batch_size=options.batch_size, device=options.device.type, client_timeout=args.client_timeout,
+        extra={"threads": 1},
+    )
+    run_jobs(jobs, args.out, log)
 
 
 if __name__ == "__main__":

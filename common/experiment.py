@@ -394,7 +394,7 @@ def _run_active_learning(
         train_seconds = loop.fit(models, images, labels, settings.schedule, spec.normalise, member_seeds, ctx.device,
                                  ctx.progress, description=f"train b={iteration}")
         validation_labels = len(ctx.validation) if strategy.uses_validation_labels or settings.train_on_validation else 0
-        record = {**_record(ctx, settings, iteration, len(oracle.labelled), validation_labels, models, acquire_seconds,
+        record = {**metrics_record(ctx, settings, iteration, len(oracle.labelled), validation_labels, models, acquire_seconds,
                             train_seconds), **state.notes}
         loop.save_iteration(folder, iteration, models, record, keep_checkpoints)
         records.append(record)
@@ -436,14 +436,14 @@ def _run_all_train(ctx: RunContext, settings: RunSettings, folder: Path) -> list
     train_seconds = loop.fit(models, images, labels, settings.schedule, ctx.spec.normalise, member_seeds, ctx.device,
                              ctx.progress, description=ALL_TRAIN)
     validation_labels = len(ctx.validation) if settings.train_on_validation else 0
-    record = _record(ctx, settings, 0, len(ctx.pool), validation_labels, models, 0.0, train_seconds)
+    record = metrics_record(ctx, settings, 0, len(ctx.pool), validation_labels, models, 0.0, train_seconds)
     loop.save_iteration(folder, 0, models, record)
     ctx.log(f"[{ctx.spec.name} ir{imbalance_name(ctx.protocol.imbalance)} {ALL_TRAIN} run{ctx.run}] labelled={len(ctx.pool)} "
             f"acc={record['test_acc']:.4f} minority={record['minority_acc']:.4f} train={train_seconds:.1f}s")
     return [record]
 
 
-def _record(
+def metrics_record(
     ctx: RunContext, settings: RunSettings, iteration: int, labelled: int, validation_labels: int,
     models: list[nn.Module], acquire_seconds: float, train_seconds: float,
 ) -> dict:

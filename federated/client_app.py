@@ -22,14 +22,13 @@ from common import loop
 from common.datasets import Split
 from common.images import take
 from common.oracle import Oracle
-from common.search import SearchSettings
 from common.seeding import numpy_rng, torch_seed
 from common.strategies import AcquisitionOptions, AcquisitionState
 from common.train import LossFunction, model_input, resolve_device
 from federated import fk
 from federated.kafal import balanced_softmax_ce, compensatory_loss, mix_unlabelled
 from federated.strategies import AGGREGATIONS, CLIENT_METHODS
-from federated.task import ClientData, Job, client_data
+from federated.task import ClientData, Job, client_data, numpy_arrays
 
 app = ClientApp()
 
@@ -106,7 +105,6 @@ def train(message: Message, context: Context) -> Message:
     if AGGREGATIONS.get(job.federation.fed_algo).local_batch_norm and "batch-norm" in context.state:
         model.load_state_dict(context.state["batch-norm"].to_torch_state_dict(), strict=False)  # FedBN
     labelled = _labelled(config, client.partition_id)
-    train_loss = 0.0
     if len(labelled):
         oracle = Oracle(client.pool.labels, revealed=labelled)
         images, labels = loop.training_set(client.pool, oracle)
@@ -119,8 +117,7 @@ def train(message: Message, context: Context) -> Message:
     if AGGREGATIONS.get(job.federation.fed_algo).local_batch_norm:
         state = model.state_dict()
         context.state["batch-norm"] = ArrayRecord({name: state[name] for name in _batch_norm_names(model)})
-    metrics = MetricRecord({"num-examples": int(len(labelled)), "partition-id": client.partition_id,
-                            "train-loss": float(train_loss)})
+    metrics = MetricRecord({"num-examples": int(len(labelled)), "partition-id": client.partition_id})
     return Message(content=RecordDict({"arrays": ArrayRecord(model.state_dict()), "metrics": metrics}),
                    reply_to=message)
 
@@ -140,8 +137,8 @@ def query(message: Message, context: Context) -> Message:
     if method.server_merged:
         candidates = fk.client_candidates(
             global_model, take(client.pool.images, unlabelled), job.spec.normalise, job.descriptor_layers, device,
-            fk.Centres.from_arrays(message.content["centres"].to_numpy_ndarrays_dict()), int(config["top-k"]),
-            method.pseudo_label, job.batch_size, SearchSettings(),
+            fk.Centres.from_arrays(numpy_arrays(message.content["centres"])), int(config["top-k"]),
+            method.pseudo_label, job.batch_size,
         )
         valid = candidates.ids >= 0
         reply["ids"] = np.where(valid, unlabelled[np.maximum(candidates.ids, 0)], -1).ravel().tolist()

@@ -13,8 +13,6 @@ from typing import Callable
 
 import numpy as np
 import torch
-from flwr.app import Message
-from flwr.serverapp.strategy import FedAdam, FedAvg, FedProx, FedYogi
 from torch import nn
 
 from common.registry import Registry
@@ -29,7 +27,7 @@ from federated.logo import logo_select
 LOG = logging.getLogger("fkal.federated")
 
 
-def partition_of(reply: Message) -> int:
+def partition_of(reply) -> int:
     """The partition id a client put in its reply (-1 for an error reply, which carries no content)."""
     if reply.has_error():
         return -1
@@ -60,28 +58,32 @@ def ordered(base: type) -> type:
 
 @dataclass(frozen=True)
 class Aggregation:
-    """A server aggregation: Flower's strategy class, and whether batch-norm layers stay local (FedBN)."""
+    """A server aggregation: the name of Flower's strategy class (flwr.serverapp.strategy, imported only
+    when a federated run starts), and whether batch-norm layers stay local to the clients (FedBN)."""
 
-    strategy: type
+    flower_strategy: str
     local_batch_norm: bool = False
     options: Callable[[float], dict] = lambda _mu: {}
 
 
 AGGREGATIONS: Registry[Aggregation] = Registry("federated aggregation (--fed-algo)")
-AGGREGATIONS.register("fedavg", Aggregation(ordered(FedAvg)))
-AGGREGATIONS.register("fedprox", Aggregation(ordered(FedProx), options=lambda mu: {"proximal_mu": mu}))
-AGGREGATIONS.register("fedadam", Aggregation(ordered(FedAdam)))
-AGGREGATIONS.register("fedyogi", Aggregation(ordered(FedYogi)))
-AGGREGATIONS.register("fedbn", Aggregation(ordered(FedAvg), local_batch_norm=True))
+AGGREGATIONS.register("fedavg", Aggregation("FedAvg"))
+AGGREGATIONS.register("fedprox", Aggregation("FedProx", options=lambda mu: {"proximal_mu": mu}))
+AGGREGATIONS.register("fedadam", Aggregation("FedAdam"))
+AGGREGATIONS.register("fedyogi", Aggregation("FedYogi"))
+AGGREGATIONS.register("fedbn", Aggregation("FedAvg", local_batch_norm=True))
 
 
 def make_aggregation(name: str, clients: int, proximal_mu: float):
     """A fresh strategy object for one AL cycle (server optimiser state restarts each cycle, like the
-    fresh SGD optimiser of every central iteration, so a resumed run equals an uninterrupted one)."""
+    fresh SGD optimiser of every central iteration, so a resumed run equals an uninterrupted one), every
+    client sampled every round."""
+    import flwr.serverapp.strategy as flower  # noqa: PLC0415
+
     aggregation = AGGREGATIONS.get(name)
-    return aggregation.strategy(fraction_train=1.0, fraction_evaluate=0.0, min_train_nodes=clients,
-                                min_evaluate_nodes=0, min_available_nodes=clients,
-                                **aggregation.options(proximal_mu))
+    return ordered(getattr(flower, aggregation.flower_strategy))(
+        fraction_train=1.0, fraction_evaluate=0.0, min_train_nodes=clients, min_evaluate_nodes=0,
+        min_available_nodes=clients, **aggregation.options(proximal_mu))
 
 
 # ----------------------------------------------------------------------------- client acquisition

@@ -147,3 +147,14 @@ def client_data(job: Job, partition_id: int) -> ClientData:
     return ClientData(partition_id=partition_id, pool=Split(images=take(train.images, ids.numpy()),
                                                              labels=train.labels[ids]),
                       pool_positions=positions)
+
+
+def array_record(arrays: dict[str, np.ndarray]):
+    """Named numpy arrays (FK centres) as a message record (flwr.app.ArrayRecord)."""
+    from flwr.app import Array, ArrayRecord  # noqa: PLC0415  (Flower loads only for federated runs)
+
+    return ArrayRecord({name: Array(np.ascontiguousarray(value)) for name, value in arrays.items()})
+
+
+def numpy_arrays(record) -> dict[str, np.ndarray]:
+    return {name: array.numpy() for name, array in record.items()}

@@ -1,0 +1,317 @@
+"""The Flower ServerApp: per AL cycle, one acquisition across the clients, then R rounds of federated
+training (a Flower strategy), then the global model's test record.
+
+The server holds the validation and test sets and the run's files (the same results contract and
+resume rules as a central run: common/experiment.py and common/loop.py). Clients are addressed by
+partition id. Every reply passes the privacy audit (federated/privacy.py).
+
+Acquisition shares: score methods split the budget over the clients in proportion to their pool
+sizes (largest remainder, capped by what each has left); FK methods merge every client's
+candidates globally into the budget (federated/fk.py). A client that fails or times out in a
+query is recorded as missing (`missing_clients`): its share is not given to the others, so that
+cycle labels fewer images. A client that fails in a training round is left out of that round's
+average (Flower's strategies skip error replies) and logged.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.serverapp import Grid, ServerApp
+
+from common import loop, storage
+from common.errors import UserError
+from common.experiment import (
+    INITIAL_KINDS, DatasetArrays, RunContext, RunSettings, check_settings, ensure_initial_models, finished_records,
+    imbalance_name, initial_model_path, load_acquired, metrics_record, prepare_run,
+)
+from common.seeding import numpy_rng
+from common.train import accuracy_report, predict_logits, resolve_device
+from federated import fk
+from federated.privacy import Audit, AuditedGrid
+from federated.strategies import CLIENT_METHODS, make_aggregation
+from federated.task import Job, array_record, client_pools
+
+DISCOVERY_TIMEOUT = 120.0  # seconds to wait for every client node to connect and say who it is
+
+
+def proportional_shares(pool_sizes: np.ndarray, available: np.ndarray, budget: int) -> np.ndarray:
+    """Split `budget` in proportion to the clients' pool sizes (largest remainder, ties to the lower
+    partition id), never more than a client has `available`; what a full client cannot take goes to
+    the others the same way."""
+    shares = np.zeros(len(pool_sizes), dtype=np.int64)
+    remaining = min(budget, int(available.sum()))
+    while remaining > 0:
+        open_ = (available - shares) > 0
+        weights = np.where(open_, pool_sizes, 0).astype(np.float64)
+        exact = remaining * weights / weights.sum()
+        extra = np.floor(exact).astype(np.int64)
+        order = np.lexsort((np.arange(len(exact)), -(exact - extra)))
+        extra[order[: remaining - extra.sum()]] += 1
+        extra = np.minimum(extra, available - shares)
+        shares += extra
+        remaining -= int(extra.sum())
+    return shares
+
+
+def method_label(job: Job) -> str:
+    return job.method + ("+kcfu" if job.federation.local_loss == "kcfu" else "")
+
+
+def settings_that_matter(job: Job) -> dict:
+    """What changes a federated method's results beyond its protocol folder (compared on resume)."""
+    settings = {"method": job.method, "unsupervised": job.unsupervised, "budget": job.budget,
+                "schedule": asdict(job.local_schedule), "local_loss": job.federation.local_loss}
+    if CLIENT_METHODS.get(job.method).server_merged:
+        settings |= {"descriptor_layers": list(job.descriptor_layers), "top_k": job.top_k}
+    return settings
+
+
+def discover_clients(grid: Grid, clients: int) -> dict[int, int]:
+    """partition id -> Flower node id, asked of every node (node ids change from run to run)."""
+    deadline = time.monotonic() + DISCOVERY_TIMEOUT
+    while len(nodes := sorted(grid.get_node_ids())) < clients:
+        if time.monotonic() > deadline:
+            raise UserError(f"only {len(nodes)} of {clients} client nodes connected in {DISCOVERY_TIMEOUT:.0f}s")
+        time.sleep(0.5)
+    messages = [Message(content=RecordDict({"config": ConfigRecord({})}), message_type="query.hello", dst_node_id=node)
+                for node in nodes]
+    replies = grid.send_and_receive(messages, timeout=DISCOVERY_TIMEOUT)
+    found = {int(r.content["metrics"]["partition-id"]): r.metadata.src_node_id for r in replies if not r.has_error()}
+    if sorted(found) != list(range(clients)):
+        raise UserError(f"client nodes report partitions {sorted(found)}, expected 0..{clients - 1}")
+    return found
+
+
+class FederatedRun:
+    """One method's federated AL run on the server, resumable per cycle."""
+
+    def __init__(self, job: Job, grid, nodes: dict[int, int], out: Path, data: DatasetArrays,
+                 log: Callable[[str], None]) -> None:
+        self.job, self.grid, self.nodes, self.log = job, grid, nodes, log
+        self.spec, self.method = job.spec, CLIENT_METHODS.get(job.method)
+        self.device = resolve_device(job.device)
+        self.ctx: RunContext = prepare_run(self.spec, data, job.protocol, job.run, out, self.device, log=log)
+        self.parts = client_pools(self.ctx.pool.labels.numpy(), self.spec.num_classes, job.federation,
+                                  job.protocol.seed)
+        self.owner = np.empty(len(self.ctx.pool), dtype=np.int64)  # pool position -> client
+        self.local = np.empty(len(self.ctx.pool), dtype=np.int64)  # pool position -> the client's local id
+        for client, positions in enumerate(self.parts):
+            self.owner[positions], self.local[positions] = client, np.arange(len(positions))
+        self.folder = self.ctx.folder / f"unsup{job.unsupervised}" / method_label(job)
+        self.model = self.spec.model(self.spec.num_classes, False)
+        self.model_bytes = sum(t.numel() * t.element_size() for t in self.model.state_dict().values())
+        self.settings = RunSettings(
+            method=job.method, unsupervised=job.unsupervised, iterations=job.cycles, budget=job.budget,
+            schedule=job.local_schedule, ensemble=1, mc_samples=0, descriptor_layers=job.descriptor_layers,
+            top_k=job.top_k,
+        )
+
+    # ------------------------------------------------------------------ the run
+    def run(self) -> list[dict]:
+        with storage.exclusive(self.folder) as mine:
+            if not mine:
+                self.log(f"{self.folder} is being run by another process; skipped")
+                return finished_records(self.folder)
+            storage.remove_stale_temporaries(self.folder)
+            check_settings(self.folder, settings_that_matter(self.job))
+            return self._run()
+
+    def _run(self) -> list[dict]:
+        job, ctx = self.job, self.ctx
+        records = finished_records(self.folder)
+        start = len(records)
+        if start >= job.cycles:
+            return records[: job.cycles]
+        client_states = self._restore(start)
+        acquired = load_acquired(ctx, self.folder, records, job.budget, exact=False)
+        labelled = [list(self.local[acquired[self.owner[acquired] == c]]) for c in range(job.federation.clients)]
+        kept = [r for r in storage.read_jsonl(self.folder / "rounds.jsonl") if r.get("cycle", start) < start]
+        (self.folder / "rounds.jsonl").unlink(missing_ok=True)
+        for line in kept:  # a half-finished cycle's rounds are redone
+            storage.append_jsonl(self.folder / "rounds.jsonl", line)
+        for cycle in range(start, job.cycles):
+            began = time.perf_counter()
+            chosen, missing, query_bytes = self._acquire(cycle, labelled, client_states)
+            acquire_seconds = time.perf_counter() - began
+            loop.save_acquired(self.folder, cycle, ctx.split.pool_indices[chosen])
+            for position in chosen:
+                labelled[self.owner[position]].append(int(self.local[position]))
+            began = time.perf_counter()
+            client_states = self._train(cycle, labelled)
+            train_seconds = time.perf_counter() - began
+            record = self._record(cycle, labelled, missing, acquire_seconds, train_seconds, query_bytes)
+            extra = {"client_states": client_states} if self.method.uses_local_model else {}
+            storage.save_checkpoint(self.folder / f"model_{cycle:03d}.pt",
+                                    {"states": [self.model.state_dict()], **extra})
+            storage.append_jsonl(self.folder / "metrics.jsonl", record)
+            (self.folder / f"model_{cycle - 1:03d}.pt").unlink(missing_ok=True)
+            records.append(record)
+            self.log(f"[{self.spec.name} ir{imbalance_name(ctx.protocol.imbalance)} {job.federation.name()} "
+                     f"{method_label(job)} run{ctx.run}] cycle={cycle} labelled={record['labelled']} "
+                     f"acc={record['test_acc']:.4f} minority={record['minority_acc']:.4f} "
+                     f"acquire={acquire_seconds:.1f}s train={train_seconds:.1f}s")
+        return records
+
+    def _restore(self, start: int) -> dict:
+        """Load the global model (initial, or the last finished cycle's) and the clients' local models."""
+        if start == 0:
+            kind = INITIAL_KINDS[self.job.unsupervised]
+            ensure_initial_models(self.ctx, 1, kinds=(kind,))
+            self.model.load_state_dict(storage.load_checkpoint(initial_model_path(self.ctx, kind, 0), "state"))
+            return {}
+        checkpoint = storage.load_checkpoint(self.folder / f"model_{start - 1:03d}.pt")
+        self.model.load_state_dict(checkpoint["states"][0])
+        return {int(k): v for k, v in checkpoint.get("client_states", {}).items()}
+
+    # ------------------------------------------------------------------ acquisition
+    def _query(self, clients: list[int], labelled: list[list[int]], cycle: int, fields: dict,
+               records: dict[int, dict] | None = None) -> dict[int, ConfigRecord]:
+        """Send one query message per client; the replies that came back, by partition id."""
+        global_weights = ArrayRecord(self.model.state_dict())
+        messages = []
+        for client in clients:
+            config = ConfigRecord({"job": self.job.to_json(), "cycle": cycle, f"labelled-{client}": labelled[client],
+                                   **fields.get(client, fields.get("all", {}))})
+            content = {"arrays": global_weights, "config": config, **(records or {}).get(client, {})}
+            messages.append(Message(content=RecordDict(content), message_type="query",
+                                    dst_node_id=self.nodes[client]))
+        replies = self.grid.send_and_receive(messages, timeout=self.job.client_timeout)
+        answered = {}
+        for reply in replies:
+            if reply.has_error():
+                self.log(f"cycle {cycle}: a client failed its query: {reply.error.reason}")
+                continue
+            answered[int(reply.content["reply"]["partition-id"])] = reply.content["reply"]
+        return answered
+
+    def _acquire(self, cycle: int, labelled: list[list[int]], client_states: dict) -> tuple[np.ndarray, list[int], int]:
+        """Pool positions acquired this cycle, the clients that did not answer, and the bytes sent."""
+        clients = list(range(self.job.federation.clients))
+        if self.method.server_merged:
+            chosen, answered, sent = self._acquire_fk(cycle, labelled, clients)
+        else:
+            chosen, answered, sent = self._acquire_shares(cycle, labelled, clients, client_states)
+        missing = [c for c in clients if c not in answered]
+        positions = np.array([self.parts[c][i] for c, i in chosen], dtype=np.int64)
+        return positions, missing, sent
+
+    def _acquire_shares(self, cycle, labelled, clients, client_states):
+        sizes = np.array([len(part) for part in self.parts])
+        available = sizes - np.array([len(ids) for ids in labelled])
+        shares = proportional_shares(sizes, available, self.job.budget)
+        records = {c: {"local": ArrayRecord(client_states[c])} for c in clients
+                   if self.method.uses_local_model and c in client_states}
+        replies = self._query(clients, labelled, cycle, {c: {"share": int(shares[c])} for c in clients}, records)
+        chosen = [(c, int(i)) for c in sorted(replies) for i in replies[c]["ids"]]
+        sent = self.model_bytes * (1 + int(bool(records)))
+        return chosen, replies, sent
+
+    def _acquire_fk(self, cycle, labelled, clients):
+        job = self.job
+        centres = fk.server_centres(
+            self.model, self.ctx.validation, self.spec.normalise, job.descriptor_layers, self.device, job.budget,
+            numpy_rng(job.protocol.seed, "acquire", cycle), with_gradients=self.method.pseudo_label is not None,
+            batch_size=job.batch_size,
+        )
+        centre_record = array_record(centres.to_arrays())
+        top_k, sent = job.top_k, 0
+        while True:
+            replies = self._query(clients, labelled, cycle, {"all": {"top-k": top_k}},
+                                  {c: {"centres": centre_record} for c in clients})
+            sent += self.model_bytes + centres.nbytes
+            candidates = {
+                c: fk.Candidates(ids=np.asarray(r["ids"], dtype=np.int64).reshape(len(centres.labels), -1),
+                                 similarities=np.asarray(r["similarities"], dtype=np.float32)
+                                 .reshape(len(centres.labels), -1))
+                for c, r in replies.items()
+            }
+            if not candidates:
+                return [], replies, sent
+            chosen, filled = fk.merge_candidates(candidates, job.budget)
+            if filled or all(c.lists_whole_pool for c in candidates.values()):
+                return chosen, replies, sent
+            top_k *= 2
+
+    # ------------------------------------------------------------------ training and evaluation
+    def _train(self, cycle: int, labelled: list[list[int]]) -> dict:
+        """R rounds of the federated strategy from the current global model; returns the clients' last
+        local weights (KSAS and LoGo query them next cycle)."""
+        job = self.job
+        strategy = make_aggregation(job.federation.fed_algo, job.federation.clients, job.federation.proximal_mu)
+        config = ConfigRecord({"job": job.to_json(), "cycle": cycle,
+                               **{f"labelled-{c}": ids for c, ids in enumerate(labelled)}})
+        round_started = [time.perf_counter()]
+
+        def evaluate_round(server_round: int, arrays: ArrayRecord) -> MetricRecord | None:
+            if server_round == 0:
+                return None
+            self.model.load_state_dict(arrays.to_torch_state_dict())
+            report, loss = self._evaluate_with_loss()
+            line = {"dataset": self.spec.name, "imbalance": self.ctx.protocol.imbalance, "run": self.ctx.run,
+                    "method": job.method, "local_loss": job.federation.local_loss, "unsupervised": job.unsupervised,
+                    "federation": job.federation.name(), "val_per_class": self.ctx.protocol.val_per_class,
+                    "cycle": cycle, "round": server_round, "test_acc": report["test_acc"], "test_loss": loss,
+                    "seconds": round(time.perf_counter() - round_started[0], 4),
+                    "bytes": 2 * self.model_bytes * job.federation.clients}
+            storage.append_jsonl(self.folder / "rounds.jsonl", line)
+            round_started[0] = time.perf_counter()
+            return MetricRecord({"test_acc": report["test_acc"], "test_loss": loss})
+
+        result = strategy.start(grid=self.grid, initial_arrays=ArrayRecord(self.model.state_dict()),
+                                num_rounds=job.federation.rounds, timeout=job.client_timeout, train_config=config,
+                                evaluate_fn=evaluate_round)
+        if len(result.arrays):
+            self.model.load_state_dict(result.arrays.to_torch_state_dict())
+        return {c: arrays.to_torch_state_dict() for c, arrays in getattr(strategy, "client_arrays", {}).items()}
+
+    def _evaluate_with_loss(self) -> tuple[dict, float]:
+        test = self.ctx.test
+        logits = predict_logits(self.model, test.images, self.spec.normalise, self.device)
+        report = accuracy_report(logits.argmax(dim=1).numpy(), test.labels.numpy(), self.spec.num_classes,
+                                 self.ctx.protocol.minority_classes)
+        return report, float(F.cross_entropy(logits, test.labels))
+
+    def _record(self, cycle, labelled, missing, acquire_seconds, train_seconds, query_bytes) -> dict:
+        job, federation = self.job, self.job.federation
+        uses_validation = self.method.server_merged
+        record = metrics_record(self.ctx, self.settings, cycle, sum(map(len, labelled)),
+                                len(self.ctx.validation) if uses_validation else 0, [self.model],
+                                acquire_seconds, train_seconds)
+        return {**record, "clients": federation.clients, "partition": federation.partition, "alpha": federation.alpha,
+                "fed_algo": federation.fed_algo, "rounds": federation.rounds, "local_epochs": federation.local_epochs,
+                "local_loss": federation.local_loss, "federation": federation.name(),
+                "client_labelled": [len(ids) for ids in labelled], "missing_clients": missing,
+                "bytes_per_client": int(query_bytes + 2 * self.model_bytes * federation.rounds),
+                "messages_checked": self.grid.audit.checked}
+
+
+def make_server_app(jobs: list[Job], out: Path, data: Callable[[str, str | None], DatasetArrays],
+                    log: Callable[[str], None], errors: list[BaseException], verbose: bool = False) -> ServerApp:
+    """The ServerApp running `jobs` in order (settings come through this factory: Flower's simulation
+    leaves context.run_config empty). An exception is kept in `errors` for the caller to report."""
+    app = ServerApp()
+
+    @app.main()
+    def main(grid: Grid, _context: Context) -> None:
+        if not verbose:  # Flower logs every round at INFO; our own lines say what happened
+            logging.getLogger("flwr").setLevel(logging.ERROR)
+        try:
+            clients = jobs[0].federation.clients
+            spec = jobs[0].spec
+            shapes = {k: tuple(v.shape) for k, v in spec.model(spec.num_classes, False).state_dict().items()}
+            audited = AuditedGrid(grid, Audit(shapes))
+            nodes = discover_clients(audited, clients)
+            for job in jobs:
+                FederatedRun(job, audited, nodes, out, data(job.dataset, job.data_root), log).run()
+        except BaseException as error:  # noqa: BLE001  (reported by the caller, in the main thread)
+            errors.append(error)
+
+    return app
