@@ -27,7 +27,7 @@ from common.datasets import LOCAL_DATA  # noqa: E402
 from common.errors import UserError  # noqa: E402
 from common.experiment import imbalance_name, protocol_name  # noqa: E402
 from common.reporting import (  # noqa: E402
-    ALL_TRAIN, Curve, aggregate, label_savings, load_records, safe_name, savings_markdown,
+    ALL_TRAIN, Curve, aggregate, label_savings, load_records, load_rounds, round_curves, safe_name, savings_markdown,
 )
 
 METRICS = (("test_acc", "test accuracy"), ("minority_acc", "minority-class accuracy"),
@@ -119,9 +119,35 @@ def report(records: list[dict], dataset: str, folder: Path, count_validation: bo
         markdown = folder / f"savings_{stem}.md"
         markdown.write_text(f"# {title}\n\n{table}\n")
         written.append(markdown)
+    written += draw_rounds(load_rounds(folder.parent), folder, dataset)
     csv_path = folder / ("curves_countval.csv" if count_validation else "curves.csv")
     write_csv(csv_path, per_setting)
     written.append(csv_path)
+    return written
+
+
+def draw_rounds(lines: list[dict], folder: Path, dataset: str) -> list[Path]:
+    """Per-round curves of federated runs: the global model's test accuracy after every communication
+    round (Flower's FedAvg example view), one plot per setting; returns the written paths."""
+    per_setting: dict[tuple, dict[str, Curve]] = {}
+    for (*setting, method), curve in round_curves(lines).items():
+        per_setting.setdefault(tuple(setting), {})[method] = curve
+    written = []
+    for setting, curves in sorted(per_setting.items(), key=str):
+        figure, axis = plt.subplots(figsize=(7, 4.8))
+        for method, curve in sorted(curves.items()):
+            line = axis.plot(curve.x, curve.mean, marker="o", markersize=2, label=f"{method} ({curve.run_label()})")[0]
+            axis.fill_between(curve.x, curve.mean - curve.std, curve.mean + curve.std, color=line.get_color(), alpha=0.15)
+        axis.set_xlabel("communication round (all AL cycles)")
+        axis.set_ylabel("global model test accuracy")
+        axis.grid(alpha=0.3)
+        axis.legend(fontsize=7, loc="lower right")
+        axis.set_title(f"{dataset}, imbalance {setting[0]:g}, federated: {setting[3]}", fontsize=9)
+        figure.tight_layout()
+        path = folder / f"rounds_{setting_stem(setting, False)}.png"
+        figure.savefig(path, dpi=120)
+        plt.close(figure)
+        written.append(path)
     return written
 
 

@@ -95,3 +95,25 @@ def object_with_fields(names: set[str]) -> Callable[[Any], str | None]:
         return f"missing {', '.join(missing)}" if missing else None
 
     return problem
+
+
+# Every rounds.jsonl line of a federated run: the global model after one communication round.
+ROUNDS_FIELDS: dict[str, tuple[Check, str]] = {
+    "dataset": (_is_string, "a name"),
+    "imbalance": METRICS_FIELDS["imbalance"],
+    "run": (_is_non_negative_int, "a run index"),
+    "method": (_is_string, "a method name"),
+    "unsupervised": METRICS_FIELDS["unsupervised"],
+    "federation": (_is_string, "a federation name"),
+    "cycle": (_is_non_negative_int, "a cycle index"),
+    "round": (lambda v: _is_int(v) and v >= 1, "a round number >= 1"),
+    "test_acc": (_is_fraction_or_nan, "a fraction"),
+    "test_loss": (lambda v: _is_number(v) and (math.isnan(v) or v >= 0), "a loss >= 0"),
+    "seconds": (_is_non_negative, "seconds"),
+    "bytes": (_is_non_negative_int, "a byte count"),
+}
+
+
+def read_rounds(path: Path) -> list[dict]:
+    """Every line of a federated run's rounds.jsonl, each checked ([] when it does not exist)."""
+    return storage.read_jsonl(path, lambda record: field_problem(record, ROUNDS_FIELDS))

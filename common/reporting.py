@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from common.records import read_metrics
+from common.records import read_metrics, read_rounds
 from common.experiment import ALL_TRAIN
 from common.strategies import STRATEGIES
 
@@ -20,6 +20,22 @@ from common.strategies import STRATEGIES
 def load_records(root: Path) -> list[dict]:
     """Every record of every metrics.jsonl below `root`, in a stable order."""
     return [record for path in sorted(root.rglob("metrics.jsonl")) for record in read_metrics(path)]
+
+
+def load_rounds(root: Path) -> list[dict]:
+    """Every line of every federated rounds.jsonl below `root`, in a stable order."""
+    return [line for path in sorted(root.rglob("rounds.jsonl")) for line in read_rounds(path)]
+
+
+def round_curves(lines: list[dict]) -> dict[tuple, Curve]:
+    """(setting key..., method label) -> Curve of the global model's test accuracy against the
+    communication round counted over the whole run (cycle c, round r -> c * R + r)."""
+    rounds_per_cycle = {setting_key(line): 0 for line in lines}
+    for line in lines:
+        rounds_per_cycle[setting_key(line)] = max(rounds_per_cycle[setting_key(line)], line["round"])
+    as_records = [{**line, "labelled": line["cycle"] * rounds_per_cycle[setting_key(line)] + line["round"]}
+                  for line in lines]
+    return aggregate(as_records, "test_acc")
 
 
 def method_label(record: dict) -> str:

@@ -37,6 +37,12 @@ class InjectedFailure(RuntimeError):
     """Raised where a test asked this client to fail (Job.fail_client)."""
 
 
+def _fail_if_asked(job: Job, client: ClientData, cycle: int, server_round: int) -> None:
+    """Testing: raise where the job names this client, cycle and round (round 0: the query)."""
+    if tuple(job.fail_client) == (client.partition_id, cycle, server_round):
+        raise InjectedFailure(f"client {client.partition_id} fails in cycle {cycle} round {server_round} (test)")
+
+
 def _job_and_client(message: Message, context: Context) -> tuple[Job, ClientData, ConfigRecord]:
     config = message.content["config"]
     job = Job.from_json(str(config["job"]))
@@ -98,8 +104,7 @@ def train(message: Message, context: Context) -> Message:
     """Local training from the global weights on the client's labelled images."""
     job, client, config = _job_and_client(message, context)
     cycle, server_round = int(config["cycle"]), int(config["server-round"])
-    if job.fail_client and tuple(job.fail_client) == (client.partition_id, cycle, server_round):
-        raise InjectedFailure(f"client {client.partition_id} fails in cycle {cycle} round {server_round} (test)")
+    _fail_if_asked(job, client, cycle, server_round)
     device = resolve_device(job.device)
     model = _model(job, message.content["arrays"])
     if AGGREGATIONS.get(job.federation.fed_algo).local_batch_norm and "batch-norm" in context.state:
@@ -128,6 +133,7 @@ def query(message: Message, context: Context) -> Message:
     for FK describe its unlabelled pool and return its best matches for the server's centres."""
     job, client, config = _job_and_client(message, context)
     cycle = int(config["cycle"])
+    _fail_if_asked(job, client, cycle, 0)
     device = resolve_device(job.device)
     global_model = _model(job, message.content["arrays"])
     labelled = _labelled(config, client.partition_id)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
+from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 
 ALLOWED_METRICS = {"num-examples", "partition-id"}  # counts and who is speaking
 ALLOWED_QUERY_FIELDS = {"partition-id", "ids", "similarities", "top-k"}  # local ids, their similarities
@@ -18,12 +18,11 @@ class PrivacyViolation(RuntimeError):
     """A client reply carried something the privacy rule does not allow."""
 
 
-def reply_problems(reply: Message, weight_shapes: dict[str, tuple[int, ...]]) -> list[str]:
-    """What in `reply` breaks the rule ([] when nothing): `weight_shapes` names the model's state dict."""
-    if reply.has_error():
-        return []
+def reply_problems(content: RecordDict, weight_shapes: dict[str, tuple[int, ...]]) -> list[str]:
+    """What in a reply's content breaks the rule ([] when nothing): `weight_shapes` names the model's
+    state dict."""
     problems = []
-    for name, record in reply.content.items():
+    for name, record in content.items():
         if isinstance(record, ArrayRecord):
             problems += _weights_problems(name, record, weight_shapes)
         elif isinstance(record, MetricRecord):
@@ -57,6 +56,13 @@ def _query_problems(name: str, record: ConfigRecord) -> list[str]:
     return problems
 
 
+def _sender(reply: Message) -> str:
+    try:
+        return str(reply.metadata.src_node_id)
+    except RuntimeError:  # a message that was never sent (tests) has no metadata yet
+        return "?"
+
+
 class Audit:
     """Checks replies against the rule and counts them (the count goes into the metrics records)."""
 
@@ -66,11 +72,10 @@ class Audit:
 
     def check(self, replies: Iterable[Message]) -> list[Message]:
         replies = list(replies)
-        for reply in replies:
-            problems = reply_problems(reply, self.weight_shapes)
+        for reply in replies:  # a client's error reply carries no content, only Flower's error
+            problems = [] if reply.has_error() else reply_problems(reply.content, self.weight_shapes)
             if problems:
-                raise PrivacyViolation(f"client node {reply.metadata.src_node_id} broke the privacy rule: "
-                                       + "; ".join(problems))
+                raise PrivacyViolation(f"client node {_sender(reply)} broke the privacy rule: " + "; ".join(problems))
             self.checked += 1
         return replies
 

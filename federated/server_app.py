@@ -14,6 +14,7 @@ average (Flower's strategies skip error replies) and logged.
 """
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Callable
@@ -71,7 +72,7 @@ def settings_that_matter(job: Job) -> dict:
                 "schedule": asdict(job.local_schedule), "local_loss": job.federation.local_loss}
     if CLIENT_METHODS.get(job.method).server_merged:
         settings |= {"descriptor_layers": list(job.descriptor_layers), "top_k": job.top_k}
-    return settings
+    return json.loads(json.dumps(settings))  # the JSON form, as stored
 
 
 def discover_clients(grid: Grid, clients: int) -> dict[int, int]:
@@ -106,6 +107,7 @@ class FederatedRun:
         for client, positions in enumerate(self.parts):
             self.owner[positions], self.local[positions] = client, np.arange(len(positions))
         self.folder = self.ctx.folder / f"unsup{job.unsupervised}" / method_label(job)
+        self.checked_before = grid.audit.checked  # replies of this cycle that passed the privacy audit
         self.model = self.spec.model(self.spec.num_classes, False)
         self.model_bytes = sum(t.numel() * t.element_size() for t in self.model.state_dict().values())
         self.settings = RunSettings(
@@ -132,7 +134,7 @@ class FederatedRun:
             return records[: job.cycles]
         client_states = self._restore(start)
         acquired = load_acquired(ctx, self.folder, records, job.budget, exact=False)
-        labelled = [list(self.local[acquired[self.owner[acquired] == c]]) for c in range(job.federation.clients)]
+        labelled = [self.local[acquired[self.owner[acquired] == c]].tolist() for c in range(job.federation.clients)]
         kept = [r for r in storage.read_jsonl(self.folder / "rounds.jsonl") if r.get("cycle", start) < start]
         (self.folder / "rounds.jsonl").unlink(missing_ok=True)
         for line in kept:  # a half-finished cycle's rounds are redone
@@ -290,7 +292,11 @@ class FederatedRun:
                 "local_loss": federation.local_loss, "federation": federation.name(),
                 "client_labelled": [len(ids) for ids in labelled], "missing_clients": missing,
                 "bytes_per_client": int(query_bytes + 2 * self.model_bytes * federation.rounds),
-                "messages_checked": self.grid.audit.checked}
+                "messages_checked": self._checked_this_cycle()}
+
+    def _checked_this_cycle(self) -> int:
+        checked, self.checked_before = self.grid.audit.checked - self.checked_before, self.grid.audit.checked
+        return checked
 
 
 def make_server_app(jobs: list[Job], out: Path, data: Callable[[str, str | None], DatasetArrays],

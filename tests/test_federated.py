@@ -1,0 +1,236 @@
+"""Federated AL on Flower's simulation engine (tiny: digits, 3 clients, 2 cycles x 2 rounds).
+
+The simulations start Ray, so they are few and shared: one run of five methods through run.py, a
+second of the same seed (identical results), one with failing clients, KCFU and FedProx, and a
+resumed run. The privacy rule is checked on every reply of each of them (messages_checked).
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from flwr.app import Array, ArrayRecord, ConfigRecord, MetricRecord, RecordDict
+
+from common.records import metrics_problem
+from conftest import REPO_ROOT, assert_one_line_error, run_cli
+from federated.privacy import Audit, PrivacyViolation, reply_problems
+from federated.server_app import proportional_shares
+
+def federated_flags(cycles: int = 2) -> list[str]:
+    return ["--dataset", "digits", "--clients", "3", "--partition", "dirichlet", "--alpha", "0.5", "--rounds", "2",
+            "--local-epochs", "1", "--runs", "1", "--iterations", str(cycles), "--budget", "10", "--device", "cpu",
+            "--threads", "1", "--quiet"]
+
+
+FLAGS = federated_flags()
+METHODS = "random,entropy,ksas,logo,fk-nn"
+FEDERATION = "c3-dirichlet-a0.5-fedavg-r2-e1"
+RUN = Path("digits") / f"ir10_val20_fed-{FEDERATION}" / "run0"
+
+
+def results(out: Path, method: str, run: Path = RUN) -> tuple[list[dict], list[list[int]], list[dict]]:
+    folder = out / run / "unsup0" / method
+    records = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
+    acquired = [np.load(folder / f"acquired_{b:03d}.npy").tolist() for b in range(len(records))]
+    rounds = [json.loads(line) for line in (folder / "rounds.jsonl").read_text().splitlines()]
+    return records, acquired, rounds
+
+
+def timeless(records: list[dict]) -> list[dict]:
+    return [{k: v for k, v in r.items() if not k.endswith("seconds")} for r in records]
+
+
+@pytest.fixture(scope="module")
+def federated_run(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("federated")
+    result = run_cli("--out", out, *FLAGS, "--methods", METHODS, timeout=900)
+    assert result.returncode == 0, result.stderr
+    return out
+
+
+@pytest.mark.parametrize("method", METHODS.split(","))
+def test_simulation_writes_the_results_contract(federated_run, method):
+    records, acquired, rounds = results(federated_run, method)
+    assert [r["iteration"] for r in records] == [0, 1]
+    for record, expected_labelled in zip(records, (10, 20)):
+        assert metrics_problem(record) is None
+        assert record["labelled"] == expected_labelled == sum(record["client_labelled"])
+        assert (record["clients"], record["partition"], record["alpha"], record["fed_algo"]) == (3, "dirichlet", 0.5,
+                                                                                                  "fedavg")
+        assert (record["rounds"], record["local_epochs"], record["federation"]) == (2, 1, FEDERATION)
+        assert record["missing_clients"] == []
+    everything = np.concatenate(acquired)
+    assert len(everything) == len(np.unique(everything)) == 20, "an image was acquired twice"
+    with np.load(federated_run / RUN / "split.npz") as split:
+        assert np.isin(everything, split["pool_indices"]).all()
+    assert [(line["cycle"], line["round"]) for line in rounds] == [(0, 1), (0, 2), (1, 1), (1, 2)]
+    assert rounds[-1]["test_acc"] == pytest.approx(records[-1]["test_acc"])
+
+
+def test_every_reply_was_checked_against_the_privacy_rule(federated_run):
+    """Per cycle one query and two training replies per client (more queries when FK widens K): every
+    one passed the audit, none was skipped."""
+    for method in ("random", "entropy", "ksas", "logo"):
+        records, _, _ = results(federated_run, method)
+        assert [r["messages_checked"] for r in records] == [9, 9], method
+    records, _, _ = results(federated_run, "fk-nn")
+    assert all(r["messages_checked"] >= 9 for r in records)
+
+
+def test_score_methods_split_the_budget_by_pool_size(federated_run):
+    records, _, _ = results(federated_run, "entropy")
+    sizes = np.array([len(part) for part in client_parts(federated_run)])
+    assert records[0]["client_labelled"] == proportional_shares(sizes, sizes, 10).tolist()
+
+
+def client_parts(out: Path) -> list[np.ndarray]:
+    from common.datasets import DATASETS
+    from federated.task import Federation, client_pools
+
+    spec = DATASETS.get("digits")
+    labels = spec.load(None, True).labels.numpy()
+    with np.load(out / RUN / "split.npz") as split:
+        pool = split["pool_indices"]
+    return client_pools(labels[pool], 10, Federation(clients=3, alpha=0.5), seed=0)
+
+
+def test_same_seed_same_results(federated_run, tmp_path):
+    result = run_cli("--out", tmp_path, *FLAGS, "--methods", "entropy,ksas,fk-nn", timeout=900)
+    assert result.returncode == 0, result.stderr
+    for method in ("entropy", "ksas", "fk-nn"):
+        first, second = results(federated_run, method), results(tmp_path, method)
+        assert second[1] == first[1], f"{method}: other images acquired"
+        assert timeless(second[0]) == timeless(first[0]), method
+        assert [r["test_acc"] for r in second[2]] == [r["test_acc"] for r in first[2]]
+
+
+def test_resumed_run_equals_the_uninterrupted_one(federated_run, tmp_path):
+    """One cycle, then a kill in the middle of the second (its acquisition and a round already written),
+    then the same command with --iterations 2: no acquisition repeated, same results as in one go."""
+    assert run_cli("--out", tmp_path, *federated_flags(1), "--methods", "entropy,ksas", timeout=900).returncode == 0
+    for method in ("entropy", "ksas"):
+        folder = tmp_path / RUN / "unsup0" / method
+        np.save(folder / "acquired_001.npy", np.load(folder / "acquired_000.npy"))  # half a cycle on disk
+        line = json.loads((folder / "rounds.jsonl").read_text().splitlines()[0])
+        with (folder / "rounds.jsonl").open("a") as handle:
+            handle.write(json.dumps({**line, "cycle": 1}) + "\n")
+    result = run_cli("--out", tmp_path, *FLAGS, "--methods", "entropy,ksas", timeout=900)
+    assert result.returncode == 0, result.stderr
+    for method in ("entropy", "ksas"):
+        first, resumed = results(federated_run, method), results(tmp_path, method)
+        assert resumed[1] == first[1] and timeless(resumed[0]) == timeless(first[0]), method
+        assert [(r["cycle"], r["round"]) for r in resumed[2]] == [(0, 1), (0, 2), (1, 1), (1, 2)]
+
+
+def test_failing_clients_are_skipped_and_recorded(tmp_path):
+    """A client raising in a training round is left out of that round; one raising in a query is
+    recorded as missing, and its share is not labelled. KCFU and FedProx clients on the way."""
+    from common.datasets import DATASETS
+    from common.experiment import Protocol
+    from federated.simulation import run_jobs
+    from federated.task import Federation, Job
+
+    spec = DATASETS.get("digits")
+    fed = Federation(clients=3, alpha=0.5, rounds=2, local_epochs=1, local_loss="kcfu", fed_algo="fedprox")
+    protocol = Protocol("digits", 10.0, 20, (5, 6, 7, 8, 9), 0, federation=fed.name())
+    common = dict(dataset="digits", data_root=None, protocol=protocol, run=0, federation=fed, unsupervised=0,
+                  budget=10, cycles=2, schedule=spec.schedule, descriptor_layers=spec.descriptor_layers["l80"],
+                  top_k=32, batch_size=512)
+    jobs = [Job(method="entropy", fail_client=(1, 0, 2), **common), Job(method="ksas", fail_client=(2, 1, 0), **common)]
+    lines = []
+    run_jobs(jobs, tmp_path, lines.append)
+    run = Path("digits") / f"ir10_val20_fed-{fed.name()}" / "run0"
+    entropy, _, entropy_rounds = results(tmp_path, "entropy+kcfu", run)
+    assert [r["labelled"] for r in entropy] == [10, 20] and entropy[0]["local_loss"] == "kcfu"
+    assert len(entropy_rounds) == 4
+    ksas, acquired, _ = results(tmp_path, "ksas+kcfu", run)
+    assert ksas[1]["missing_clients"] == [2] and ksas[0]["missing_clients"] == []
+    assert ksas[1]["labelled"] == 10 + len(acquired[1]) < 20
+    assert ksas[1]["client_labelled"][2] == ksas[0]["client_labelled"][2]
+    assert any("failed" in line for line in lines)
+
+
+def test_privacy_rule_refuses_what_may_not_leave_a_client():
+    weights = {"fc.weight": (2, 3)}
+    ok = RecordDict({"arrays": ArrayRecord({"fc.weight": Array(np.zeros((2, 3), np.float32))}),
+                     "metrics": MetricRecord({"num-examples": 4, "partition-id": 1})})
+    assert reply_problems(ok, weights) == []
+    assert reply_problems(RecordDict({"reply": ConfigRecord({"partition-id": 1, "ids": [3, 9],
+                                                             "similarities": [0.5, 0.1]})}), weights) == []
+    leaks = {
+        "images": RecordDict({"arrays": ArrayRecord({"images": Array(np.zeros((4, 1, 28, 28), np.uint8))})}),
+        "features": RecordDict({"features": ArrayRecord({"fc.weight": Array(np.zeros((2, 3), np.float32))})}),
+        "labels": RecordDict({"metrics": MetricRecord({"partition-id": 1, "labels": [1, 2, 3]})}),
+        "logits": RecordDict({"reply": ConfigRecord({"ids": [1, 2], "logits": [0.1, 0.2]})}),
+        "bad ids": RecordDict({"reply": ConfigRecord({"ids": [0.5], "similarities": [0.1]})}),
+        "unpaired": RecordDict({"reply": ConfigRecord({"ids": [1, 2], "similarities": [0.1]})}),
+        "weights of another shape": RecordDict({"arrays": ArrayRecord({"fc.weight": Array(np.zeros((3, 3)))})}),
+    }
+    for name, content in leaks.items():
+        assert reply_problems(content, weights), name
+    audit = Audit(weights)
+    assert audit.check([Reply(ok), Reply(ok)]) and audit.checked == 2
+    with pytest.raises(PrivacyViolation, match="images"):
+        audit.check([Reply(ok), Reply(leaks["images"])])
+
+
+class Reply:
+    """What the audit reads of a Flower reply (a real Message needs a running Flower app)."""
+
+    def __init__(self, content: RecordDict) -> None:
+        self.content = content
+
+    def has_error(self) -> bool:
+        return False
+
+
+@pytest.mark.parametrize("sizes, available, budget, expected", [
+    ([100, 50, 50], [100, 50, 50], 10, [5, 3, 2]),  # largest remainder, ties to the lower partition id
+    ([100, 50, 50], [2, 50, 50], 10, [2, 5, 3]),  # a client that runs out passes its share on, the same way
+    ([10, 10], [3, 4], 10, [3, 4]),  # never more than is left
+])
+def test_proportional_shares(sizes, available, budget, expected):
+    shares = proportional_shares(np.array(sizes), np.array(available), budget)
+    assert shares.tolist() == expected
+
+
+def test_plots_and_predictions_from_a_federated_run(federated_run, tmp_path):
+    out = tmp_path / "out"
+    shutil.copytree(federated_run, out)
+    plotted = subprocess.run([sys.executable, "run_plot.py", "--dataset", "digits", "--out", str(out)], cwd=REPO_ROOT,
+                             capture_output=True, text=True, timeout=300)
+    assert plotted.returncode == 0, plotted.stderr
+    stem = f"ir10_val20_fed-{FEDERATION}_unsup0"
+    assert (out / "digits" / "plots" / f"curves_{stem}.png").stat().st_size > 10_000
+    assert (out / "digits" / "plots" / f"rounds_{stem}.png").stat().st_size > 10_000
+    assert "ksas" in (out / "digits" / "plots" / f"savings_{stem}.md").read_text()
+
+    from PIL import Image
+
+    from common.datasets import DATASETS
+
+    test = DATASETS.get("digits").load(None, False)
+    Image.fromarray(test.images[0, 0].numpy()).save(tmp_path / "digit.png")
+    checkpoint = out / RUN / "unsup0" / "fk-nn" / "model_001.pt"
+    predicted = subprocess.run([sys.executable, "predict.py", "--checkpoint", str(checkpoint), str(tmp_path / "digit.png"),
+                                "--json"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+    assert predicted.returncode == 0, predicted.stderr
+    (answer,) = json.loads(predicted.stdout)
+    assert 0 <= answer["class"] < 10 and 0 < answer["probability"] <= 1
+
+
+@pytest.mark.parametrize("flags, expected", [
+    (["--methods", "vaal"], "federated method"),
+    (["--methods", "entropy", "--partition", "pathological", "--classes-per-client", "1"], "pathological"),
+    (["--methods", "entropy", "--alpha", "0"], "--alpha"),
+    (["--methods", "entropy", "--fed-algo", "fedsgd"], "--fed-algo"),
+    (["--methods", "entropy", "--initial"], "--initial"),
+])
+def test_federated_mistakes_are_one_line(run_main, tmp_path, flags, expected):
+    line = assert_one_line_error(run_main("--out", tmp_path, *FLAGS, *flags))
+    assert expected in line
