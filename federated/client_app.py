@@ -127,6 +127,24 @@ def train(message: Message, context: Context) -> Message:
                    reply_to=message)
 
 
+def select_share(job: Job, client: ClientData, global_model: nn.Module, local_model: nn.Module, labelled: np.ndarray,
+                 cycle: int, share: int, device: torch.device) -> np.ndarray:
+    """`share` local ids to label next, by the job's method on this client's unlabelled images: the
+    central strategy itself (common.loop.acquire) on the client's pool, or KSAS / LoGo."""
+    if share == 0:
+        return np.empty(0, dtype=np.int64)
+    counts = Oracle(client.pool.labels, revealed=labelled).counts(job.spec.num_classes)
+    state = AcquisitionState(
+        models=[global_model], to_input=job.spec.normalise, pool=client.pool,
+        unlabelled=np.setdiff1d(np.arange(len(client.pool)), labelled),
+        validation=Split(images=client.pool.images[:0], labels=client.pool.labels[:0]), iteration=cycle,
+        budget=share, rng=numpy_rng(job.protocol.seed, "federated-acquire", cycle, client.partition_id),
+        seed=torch_seed(job.protocol.seed, "federated-acquire", cycle, client.partition_id),
+        options=AcquisitionOptions(device=device, feature_layer=job.spec.penultimate, batch_size=job.batch_size),
+    )
+    return loop.acquire(CLIENT_METHODS.get(job.method).build(local_model, counts), state, job.method)[0]
+
+
 @app.query()
 def query(message: Message, context: Context) -> Message:
     """Acquire this client's share with the global model (and its own local model for KSAS / LoGo), or
@@ -151,17 +169,8 @@ def query(message: Message, context: Context) -> Message:
         reply["similarities"] = candidates.similarities.ravel().astype(float).tolist()
         reply["top-k"] = int(candidates.ids.shape[1])
     else:
-        share = int(config["share"])
         local_model = _model(job, message.content["local"]) if "local" in message.content else global_model
-        counts = Oracle(client.pool.labels, revealed=labelled).counts(job.spec.num_classes)
-        state = AcquisitionState(
-            models=[global_model], to_input=job.spec.normalise, pool=client.pool, unlabelled=unlabelled,
-            validation=Split(images=client.pool.images[:0], labels=client.pool.labels[:0]), iteration=cycle,
-            budget=share, rng=numpy_rng(job.protocol.seed, "federated-acquire", cycle, client.partition_id),
-            seed=torch_seed(job.protocol.seed, "federated-acquire", cycle, client.partition_id),
-            options=AcquisitionOptions(device=device, feature_layer=job.spec.penultimate, batch_size=job.batch_size),
-        )
-        chosen = loop.acquire(method.build(local_model, counts), state, job.method)[0] if share else np.empty(0, int)
+        chosen = select_share(job, client, global_model, local_model, labelled, cycle, int(config["share"]), device)
         reply["ids"] = chosen.astype(int).tolist()
     return Message(content=RecordDict({"reply": ConfigRecord(reply),
                                        "metrics": MetricRecord({"partition-id": client.partition_id})}),

@@ -59,7 +59,7 @@ def _query_problems(name: str, record: ConfigRecord) -> list[str]:
 def _sender(reply: Message) -> str:
     try:
         return str(reply.metadata.src_node_id)
-    except RuntimeError:  # a message that was never sent (tests) has no metadata yet
+    except (RuntimeError, AttributeError):  # a message that was never sent has no metadata yet
         return "?"
 
 

@@ -14,12 +14,22 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from flwr.app import Array, ArrayRecord, ConfigRecord, MetricRecord, RecordDict
+from PIL import Image
 
+from common.datasets import DATASETS, Split
+from common.experiment import Protocol, draw_split
+from common.images import take
 from common.records import metrics_problem
+from common.seeding import numpy_rng
+from common.strategies import STRATEGIES, AcquisitionOptions, AcquisitionState
 from conftest import REPO_ROOT, assert_one_line_error, run_cli
+from federated.client_app import select_share
 from federated.privacy import Audit, PrivacyViolation, reply_problems
 from federated.server_app import proportional_shares
+from federated.simulation import run_jobs
+from federated.task import Federation, Job, client_data, client_pools
 
 def federated_flags(cycles: int = 2) -> list[str]:
     return ["--dataset", "digits", "--clients", "3", "--partition", "dirichlet", "--alpha", "0.5", "--rounds", "2",
@@ -89,9 +99,6 @@ def test_score_methods_split_the_budget_by_pool_size(federated_run):
 
 
 def client_parts(out: Path) -> list[np.ndarray]:
-    from common.datasets import DATASETS
-    from federated.task import Federation, client_pools
-
     spec = DATASETS.get("digits")
     labels = spec.load(None, True).labels.numpy()
     with np.load(out / RUN / "split.npz") as split:
@@ -130,11 +137,6 @@ def test_resumed_run_equals_the_uninterrupted_one(federated_run, tmp_path):
 def test_failing_clients_are_skipped_and_recorded(tmp_path):
     """A client raising in a training round is left out of that round; one raising in a query is
     recorded as missing, and its share is not labelled. KCFU and FedProx clients on the way."""
-    from common.datasets import DATASETS
-    from common.experiment import Protocol
-    from federated.simulation import run_jobs
-    from federated.task import Federation, Job
-
     spec = DATASETS.get("digits")
     fed = Federation(clients=3, alpha=0.5, rounds=2, local_epochs=1, local_loss="kcfu", fed_algo="fedprox")
     protocol = Protocol("digits", 10.0, 20, (5, 6, 7, 8, 9), 0, federation=fed.name())
@@ -210,10 +212,6 @@ def test_plots_and_predictions_from_a_federated_run(federated_run, tmp_path):
     assert (out / "digits" / "plots" / f"rounds_{stem}.png").stat().st_size > 10_000
     assert "ksas" in (out / "digits" / "plots" / f"savings_{stem}.md").read_text()
 
-    from PIL import Image
-
-    from common.datasets import DATASETS
-
     test = DATASETS.get("digits").load(None, False)
     Image.fromarray(test.images[0, 0].numpy()).save(tmp_path / "digit.png")
     checkpoint = out / RUN / "unsup0" / "fk-nn" / "model_001.pt"
@@ -234,3 +232,35 @@ def test_plots_and_predictions_from_a_federated_run(federated_run, tmp_path):
 def test_federated_mistakes_are_one_line(run_main, tmp_path, flags, expected):
     line = assert_one_line_error(run_main("--out", tmp_path, *FLAGS, *flags))
     assert expected in line
+
+
+def one_client_job(method: str):
+    spec = DATASETS.get("digits")
+    fed = Federation(clients=1, partition="iid")
+    return Job(dataset="digits", data_root=None, protocol=Protocol("digits", 10.0, 20, (5, 6, 7, 8, 9), 0,
+                                                                   federation=fed.name()),
+               run=0, federation=fed, method=method, unsupervised=0, budget=15, cycles=2, schedule=spec.schedule,
+               descriptor_layers=spec.descriptor_layers["l80"], top_k=32, batch_size=512)
+
+
+@pytest.mark.parametrize("method", ["entropy", "margin", "least-confidence"])
+def test_one_client_holding_the_pool_selects_what_the_central_strategy_selects(method):
+
+    job = one_client_job(method)
+    client = client_data(job, 0)
+    spec = job.spec
+    train = spec.load(None, True)
+    split = draw_split(spec, train.labels.numpy(), job.protocol)
+    assert np.array_equal(split.pool_indices[client.pool_positions], split.pool_indices), "one client, whole pool"
+    torch.manual_seed(3)
+    model = spec.model(10, False)
+    labelled = np.arange(0, 60, 3)
+    chosen = select_share(job, client, model, model, labelled, cycle=1, share=15, device=torch.device("cpu"))
+    pool = Split(images=take(train.images, split.pool_indices), labels=train.labels[split.pool_indices])
+    state = AcquisitionState(
+        models=[model], to_input=spec.normalise, pool=pool, unlabelled=np.setdiff1d(np.arange(len(pool)), labelled),
+        validation=pool, iteration=1, budget=15, rng=numpy_rng(0, "acquire", 1), seed=0,
+        options=AcquisitionOptions(device=torch.device("cpu")),
+    )
+    central = STRATEGIES.get(method).select(state)
+    assert sorted(chosen.tolist()) == sorted(central.tolist())
