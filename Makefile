@@ -3,7 +3,7 @@
 VENV ?= .venv
 PYTHON := $(VENV)/bin/python
 
-.PHONY: demo test bench clean
+.PHONY: demo demo-federated test bench clean
 
 $(VENV)/.installed: requirements.txt
 	python3 -m venv $(VENV)
@@ -15,6 +15,12 @@ demo: $(VENV)/.installed
 	$(PYTHON) run.py
 	$(PYTHON) run_plot.py
 
+# Federated AL on digits: 3 clients (Dirichlet 0.5), 4 cycles x 3 rounds, Flower's simulation engine.
+demo-federated: $(VENV)/.installed
+	$(PYTHON) run.py --out local_data/federated-demo --clients 3 --alpha 0.5 --rounds 3 --local-epochs 5 \
+		--methods random,entropy,ksas,logo,fk-nn --runs 1 --threads 1
+	$(PYTHON) run_plot.py --out local_data/federated-demo
+
 test: $(VENV)/.installed
 	$(PYTHON) -m pytest -q tests
 
@@ -22,4 +28,4 @@ bench: $(VENV)/.installed
 	$(PYTHON) benchmarks/label_efficiency.py
 
 clean:
-	rm -rf $(VENV) local_data/digits
+	rm -rf $(VENV) local_data/digits local_data/federated-demo

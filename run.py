@@ -13,6 +13,8 @@ if __name__ == "__main__":
 import argparse
 import sys
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import datasets_available  # noqa: F401  (registers every dataset)
@@ -177,62 +179,82 @@ def protocols(args: argparse.Namespace, spec: DatasetSpec) -> list[tuple[int, Pr
     return found
 
 
-def main(args: argparse.Namespace) -> None:
+@dataclass(frozen=True)
+class Experiment:
+    """What a command resolves to before any run starts (shared by central and federated runs)."""
+
+    spec: DatasetSpec
+    data: DatasetArrays
+    options: AcquisitionOptions
+    budget: int
+    iterations: int
+    schedule: Schedule
+    log: Callable[[str], None]
+
+
+def experiment(args: argparse.Namespace) -> Experiment:
+    """Check the flags and load the dataset; every mistake is a UserError before anything is written."""
     spec = DATASETS.get(args.dataset)
     if args.out.exists() and not args.out.is_dir():
         raise UserError(f"--out {args.out} is not a folder")
-    federated = args.clients > 1
-    if federated:
+    if args.clients > 1:
         federated_experiment.check_methods(args.methods)
+        if args.initial:
+            raise UserError("--initial makes central initial models; federated runs create theirs when they start")
     else:
         for name in args.methods:
             if name != ALL_TRAIN:
                 STRATEGIES.get(name)  # unknown name: one-line error listing the valid ones (all-train aside)
     if any(u not in (0, 1) for u in args.unsupervised):
         raise UserError(f"--unsupervised takes 0 and/or 1, got {args.unsupervised}")
-    budget = args.budget or spec.budget
-    iterations = args.iterations or spec.iterations
-    schedule = spec.schedule.with_epochs(args.epochs) if args.epochs else spec.schedule
     device = resolve_device(args.device)
     if args.threads:
         set_cpu_threads(args.threads)
-    progress = not args.quiet and sys.stderr.isatty()
-    log = (lambda _line: None) if args.quiet else (lambda line: print(line, flush=True))
     options = AcquisitionOptions(
         device=device, mc_samples=args.mc_samples, descriptor_layers=descriptor_layers(spec, args.descriptor_layers),
         feature_layer=spec.penultimate, vaal_steps=args.vaal_steps,
-        top_k=args.top_k or spec.top_k, batch_size=args.batch_size or spec.inference_batch_size, progress=progress,
-        descriptor_store=args.descriptor_store,
+        top_k=args.top_k or spec.top_k, batch_size=args.batch_size or spec.inference_batch_size,
+        progress=not args.quiet and sys.stderr.isatty(), descriptor_store=args.descriptor_store,
         search=SearchSettings(index=args.index, nlist=args.nlist, nprobe=args.nprobe, ivf_threshold=args.ivf_threshold),
     )
-    data = DatasetArrays(train=spec.load(args.data_root, True), test=spec.load(args.data_root, False))
+    return Experiment(
+        spec=spec, data=DatasetArrays(train=spec.load(args.data_root, True), test=spec.load(args.data_root, False)),
+        options=options, budget=args.budget or spec.budget, iterations=args.iterations or spec.iterations,
+        schedule=spec.schedule.with_epochs(args.epochs) if args.epochs else spec.schedule,
+        log=(lambda _line: None) if args.quiet else (lambda line: print(line, flush=True)),
+    )
+
+
+def main(args: argparse.Namespace) -> None:
+    exp = experiment(args)
     started = time.perf_counter()
-    if federated:
-        run_federated(args, spec, data, options, budget, iterations, schedule, log)
+    if args.clients > 1:
+        from federated.simulation import run_jobs  # noqa: PLC0415  (Flower and Ray load only for federated runs)
+
+        run_jobs(federated_jobs(args, exp), args.out, exp.log)
     else:
-        run_central(args, spec, data, options, budget, iterations, schedule, log)
-    log(f"done in {time.perf_counter() - started:.0f}s; results under {args.out / spec.name}; "
-        f"plot them with: python run_plot.py --dataset {spec.name} --out {args.out}")
+        run_central(args, exp)
+    exp.log(f"done in {time.perf_counter() - started:.0f}s; results under {args.out / exp.spec.name}; "
+            f"plot them with: python run_plot.py --dataset {exp.spec.name} --out {args.out}")
 
 
-def run_central(args: argparse.Namespace, spec: DatasetSpec, data: DatasetArrays, options: AcquisitionOptions,
-                budget: int, iterations: int, schedule: Schedule, log) -> None:
+def run_central(args: argparse.Namespace, exp: Experiment) -> None:
     """Every (protocol, initial model, method) run in this process, one after the other."""
-    progress = options.progress
+    spec, options = exp.spec, exp.options
     for run, protocol in protocols(args, spec):
-        ctx = prepare_run(spec, data, protocol, run, args.out, options.device, progress, log)
+        ctx = prepare_run(spec, exp.data, protocol, run, args.out, options.device, options.progress, exp.log)
         if args.initial:
             ensure_initial_models(ctx, args.ensemble)
-            log(f"[{spec.name} ir{imbalance_name(protocol.imbalance)} run{run}] initial models in "
-                f"{ctx.folder / 'initial'}")
+            exp.log(f"[{spec.name} ir{imbalance_name(protocol.imbalance)} run{run}] initial models in "
+                    f"{ctx.folder / 'initial'}")
             continue
         if any(m != ALL_TRAIN for m in args.methods):
-            check_budget(len(ctx.pool), budget, iterations)
+            check_budget(len(ctx.pool), exp.budget, exp.iterations)
         for unsupervised in args.unsupervised:
             for method in args.methods:
                 settings = RunSettings(
-                    method=method, unsupervised=unsupervised, iterations=iterations, budget=budget,
-                    schedule=schedule, ensemble=args.ensemble, mc_samples=args.mc_samples,
+                    method=method, unsupervised=unsupervised, iterations=exp.iterations, budget=exp.budget,
+                    schedule=exp.schedule, ensemble=args.ensemble, mc_samples=args.mc_samples,
                     descriptor_layers=options.descriptor_layers, top_k=options.top_k,
                     train_on_validation=args.train_on_validation, vaal_steps=args.vaal_steps,
                 )
@@ -242,26 +264,22 @@ def run_central(args: argparse.Namespace, spec: DatasetSpec, data: DatasetArrays
                     run_active_learning(ctx, settings, options, args.keep_checkpoints)
 
 
-def run_federated(args: argparse.Namespace, spec: DatasetSpec, data: DatasetArrays, options: AcquisitionOptions,
-                  budget: int, cycles: int, schedule: Schedule, log) -> None:
-    """--clients > 1: every (run, initial model, method) as a federated run, all in one Flower simulation."""
-    from federated.simulation import run_jobs  # noqa: PLC0415  (Flower and Ray load only for federated runs)
-
-    if args.initial:
-        raise UserError("--initial makes central initial models; federated runs create theirs when they start")
+def federated_jobs(args: argparse.Namespace, exp: Experiment) -> list:
+    """--clients > 1: one federated job per (run, initial model, method); the split, budget and client
+    partition of every run are checked here, before any simulation or deployment starts."""
+    spec, options = exp.spec, exp.options
     fed = federated_experiment.federation(args)
     runs = [(run, federated_experiment.federated_protocol(protocol, fed)) for run, protocol in protocols(args, spec)]
-    for run, protocol in runs:  # split, budget and partition checked before any simulation starts
-        ctx = prepare_run(spec, data, protocol, run, args.out, options.device, log=log)
-        check_budget(len(ctx.pool), budget, cycles)
-        federated_experiment.check_partition(ctx.pool.labels.numpy(), spec.num_classes, fed, protocol.seed, budget)
-    jobs = federated_experiment.make_jobs(
-        args, runs, fed, dataset=spec.name, data_root=str(args.data_root) if args.data_root else None, budget=budget,
-        cycles=cycles, schedule=schedule, descriptor_layers=options.descriptor_layers, top_k=options.top_k,
-        batch_size=options.batch_size, device=options.device.type, client_timeout=args.client_timeout,
-        extra={"threads": 1},
+    for run, protocol in runs:
+        ctx = prepare_run(spec, exp.data, protocol, run, args.out, options.device, log=exp.log)
+        check_budget(len(ctx.pool), exp.budget, exp.iterations)
+        federated_experiment.check_partition(ctx.pool.labels.numpy(), spec.num_classes, fed, protocol.seed, exp.budget)
+    return federated_experiment.make_jobs(
+        args, runs, fed, dataset=spec.name, data_root=str(args.data_root) if args.data_root else None,
+        budget=exp.budget, cycles=exp.iterations, schedule=exp.schedule, descriptor_layers=options.descriptor_layers,
+        top_k=options.top_k, batch_size=options.batch_size, device=options.device.type,
+        client_timeout=args.client_timeout, extra={"threads": 1},
     )
-    run_jobs(jobs, args.out, log)
 
 
 if __name__ == "__main__":

@@ -119,7 +119,6 @@ def report(records: list[dict], dataset: str, folder: Path, count_validation: bo
         markdown = folder / f"savings_{stem}.md"
         markdown.write_text(f"# {title}\n\n{table}\n")
         written.append(markdown)
-    written += draw_rounds(load_rounds(folder.parent), folder, dataset)
     csv_path = folder / ("curves_countval.csv" if count_validation else "curves.csv")
     write_csv(csv_path, per_setting)
     written.append(csv_path)
@@ -163,6 +162,9 @@ def main(args: argparse.Namespace) -> None:
             raise UserError(f"no results for --imbalance {imbalance_name(args.imbalance)} under {root} "
                             f"(found: {', '.join(map(imbalance_name, found))})")
     for path in report(records, args.dataset, root / "plots", args.count_validation, args.target):
+        print(path)
+    rounds = [line for line in load_rounds(root) if args.imbalance is None or line["imbalance"] == args.imbalance]
+    for path in draw_rounds(rounds, root / "plots", args.dataset):
         print(path)
 
 

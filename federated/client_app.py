@@ -10,6 +10,7 @@ with the client). Replies carry model weights, counts, local ids and similaritie
 from __future__ import annotations
 
 import copy
+from dataclasses import replace
 
 import numpy as np
 import torch
@@ -46,6 +47,8 @@ def _fail_if_asked(job: Job, client: ClientData, cycle: int, server_round: int) 
 def _job_and_client(message: Message, context: Context) -> tuple[Job, ClientData, ConfigRecord]:
     config = message.content["config"]
     job = Job.from_json(str(config["job"]))
+    if "data-root" in context.node_config:  # a deployed SuperNode names where its own dataset lives
+        job = replace(job, data_root=str(context.node_config["data-root"]))
     torch.set_num_threads(int(job.extra.get("threads", 1)))
     return job, client_data(job, int(context.node_config["partition-id"])), config
 

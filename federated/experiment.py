@@ -25,7 +25,7 @@ def positive_float(text: str) -> float:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("federated active learning (--clients > 1; docs/federated.md)")
+    group = parser.add_argument_group("federated active learning (--clients > 1; README: Federated active learning)")
     group.add_argument("--clients", type=positive_int, default=1,
                        help="clients holding the pool; more than 1 runs federated AL in Flower's simulation")
     group.add_argument("--partition", choices=PARTITIONS.names(), default="dirichlet",

@@ -299,24 +299,29 @@ class FederatedRun:
         return checked
 
 
+def serve(grid: Grid, jobs: list[Job], out: Path, data: Callable[[str, str | None], DatasetArrays],
+          log: Callable[[str], None], verbose: bool = False) -> None:
+    """Run `jobs` in order on the clients behind `grid` (simulated or deployed alike)."""
+    if not verbose:  # Flower logs every round; our own lines say what happened
+        logging.getLogger("flwr").setLevel(logging.ERROR)
+    spec = jobs[0].spec
+    shapes = {k: tuple(v.shape) for k, v in spec.model(spec.num_classes, False).state_dict().items()}
+    audited = AuditedGrid(grid, Audit(shapes))
+    nodes = discover_clients(audited, jobs[0].federation.clients)
+    for job in jobs:
+        FederatedRun(job, audited, nodes, out, data(job.dataset, job.data_root), log).run()
+
+
 def make_server_app(jobs: list[Job], out: Path, data: Callable[[str, str | None], DatasetArrays],
                     log: Callable[[str], None], errors: list[BaseException], verbose: bool = False) -> ServerApp:
-    """The ServerApp running `jobs` in order (settings come through this factory: Flower's simulation
+    """The simulation's ServerApp running `jobs` (settings come through this factory: Flower's simulation
     leaves context.run_config empty). An exception is kept in `errors` for the caller to report."""
     app = ServerApp()
 
     @app.main()
     def main(grid: Grid, _context: Context) -> None:
-        if not verbose:  # Flower logs every round at INFO; our own lines say what happened
-            logging.getLogger("flwr").setLevel(logging.ERROR)
         try:
-            clients = jobs[0].federation.clients
-            spec = jobs[0].spec
-            shapes = {k: tuple(v.shape) for k, v in spec.model(spec.num_classes, False).state_dict().items()}
-            audited = AuditedGrid(grid, Audit(shapes))
-            nodes = discover_clients(audited, clients)
-            for job in jobs:
-                FederatedRun(job, audited, nodes, out, data(job.dataset, job.data_root), log).run()
+            serve(grid, jobs, out, data, log, verbose)
         except BaseException as error:  # noqa: BLE001  (reported by the caller, in the main thread)
             errors.append(error)
 

@@ -25,10 +25,10 @@ def dataset_arrays(dataset: str, data_root: str | None) -> DatasetArrays:
 
 
 def backend_config(clients: int) -> dict:
-    """Client workers share the cores: at most one CPU each, at least a quarter, never more workers than
-    clients (each worker loads the dataset once)."""
+    """One client worker per core (each holds torch and a copy of the dataset, about 1 GB; the
+    clients of a round take turns on them), never more workers than clients."""
     cores = os.cpu_count() or 1
-    per_client = max(0.25, min(1.0, cores / max(clients, 1)))
+    per_client = max(1.0, cores / max(clients, 1))
     return {"client_resources": {"num_cpus": per_client, "num_gpus": 0.0},
             "init_args": {"num_cpus": cores, "object_store_memory": OBJECT_STORE_BYTES, "include_dashboard": False,
                           "log_to_driver": False}}

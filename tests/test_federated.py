@@ -264,3 +264,21 @@ def test_one_client_holding_the_pool_selects_what_the_central_strategy_selects(m
     )
     central = STRATEGIES.get(method).select(state)
     assert sorted(chosen.tolist()) == sorted(central.tolist())
+
+
+@pytest.mark.slow
+def test_local_deployment_runs_a_cycle_and_stops_every_process(tmp_path):
+    """SuperLink + 2 SuperNodes on 127.0.0.1 (real processes, `flwr run`), one cycle, then nothing left."""
+    from federated.local_deployment import deploy
+
+    out = tmp_path / "out"
+    args = (f"--dataset digits --clients 2 --methods entropy --iterations 1 --budget 10 --rounds 1 --local-epochs 1 "
+            f"--runs 1 --device cpu --threads 1 --quiet --out {out}")
+    result = deploy(args, 2, tmp_path / "flower", timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    (metrics,) = out.glob("digits/*_fed-c2-*/run0/unsup0/entropy/metrics.jsonl")
+    (record,) = [json.loads(line) for line in metrics.read_text().splitlines()]
+    assert record["labelled"] == 10 and record["clients"] == 2 and metrics_problem(record) is None
+    left = subprocess.run(["pgrep", "-f", "flower-superlink|flower-supernode|flower-superexec|flwr-serverapp"],
+                          capture_output=True, text=True)
+    assert left.stdout.strip() == "", f"processes left running: {left.stdout}"
