@@ -21,7 +21,9 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from common.reporting import aggregate, label_savings, load_records, load_rounds, method_label  # noqa: E402
+from common.reporting import (  # noqa: E402
+    aggregate, label_savings, load_records, load_rounds, method_label, savings_markdown,
+)
 
 FEDERATED_METHODS = "random,entropy,ksas,logo,fk-nn"
 KCFU_METHODS = "ksas"
@@ -80,18 +82,17 @@ def accuracy_table(records: list[dict], metric: str, title: str) -> str:
     return "\n".join(lines)
 
 
-def savings_table(records: list[dict], metric: str) -> str:
+def savings_table(records: list[dict], metric: str, federated: bool) -> str:
+    """Label savings among the federated (or the central) methods, on `metric`; FK is never the
+    reference (it reads validation labels), every other method may be."""
+    chosen = [r for r in records if bool(r.get("federation")) == federated]
     curves = {}
-    for name in {label(r) for r in records}:
-        (curve,) = aggregate([r for r in records if label(r) == name], metric).values()
-        curves[name.replace("central random", "random")] = curve
+    for name in sorted({method_label(r) for r in chosen}):
+        (curve,) = aggregate([r for r in chosen if method_label(r) == name], metric).values()
+        curves[name] = curve
     target, best, rows = label_savings(curves)
-    lines = [f"Target {metric} {target:.4f} (best baseline at its final budget: {best}).", "",
-             "| method | labels to reach it | vs random | vs best baseline |", "|---|---|---|---|"]
-    for row in rows:
-        reached = f"{row.labels:.0f}" if row.labels else "not reached"
-        lines.append(f"| {row.method} | {reached} | {row.vs_random} | {row.vs_best} |")
-    return "\n".join(lines)
+    kind = "federated" if federated else "central"
+    return f"{kind}, {metric}: " + savings_markdown(target, best, rows, "labelled pool images")
 
 
 def cost_table(records: list[dict], rounds: list[dict]) -> str:
@@ -115,7 +116,8 @@ def report(args: argparse.Namespace) -> str:
              f"`python benchmarks/federated.py --runs {args.runs}` (mean ± std over runs; labelled pool images).", ""]
     for metric, title in (("test_acc", "Test accuracy"), ("minority_acc", "Minority-class accuracy"),
                           ("balanced_acc", "Balanced accuracy")):
-        parts += [accuracy_table(records, metric, title), "", savings_table(records, metric), ""]
+        parts += [accuracy_table(records, metric, title), "", savings_table(records, metric, True), "",
+                  savings_table(records, metric, False), ""]
     parts += ["### Cost (2 shared CPU cores, 1 thread per process)", "", cost_table(records, rounds), ""]
     return "\n".join(parts)
 
