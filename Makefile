@@ -15,9 +15,9 @@ demo: $(VENV)/.installed
 	$(PYTHON) run.py
 	$(PYTHON) run_plot.py
 
-# Federated AL on digits: 3 clients (Dirichlet 0.5), 4 cycles x 3 rounds, Flower's simulation engine.
+# Federated AL on digits: 3 clients (Dirichlet 0.5), 4 cycles x 5 rounds x 10 local epochs, Flower simulation.
 demo-federated: $(VENV)/.installed
-	$(PYTHON) run.py --out local_data/federated-demo --clients 3 --alpha 0.5 --rounds 3 --local-epochs 5 \
+	$(PYTHON) run.py --out local_data/federated-demo --clients 3 --alpha 0.5 --rounds 5 --local-epochs 10 \
 		--methods random,entropy,ksas,logo,fk-nn --runs 1 --threads 1
 	$(PYTHON) run_plot.py --out local_data/federated-demo
 
