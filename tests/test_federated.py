@@ -134,9 +134,10 @@ def test_resumed_run_equals_the_uninterrupted_one(federated_run, tmp_path):
         assert [(r["cycle"], r["round"]) for r in resumed[2]] == [(0, 1), (0, 2), (1, 1), (1, 2)]
 
 
-def test_failing_clients_are_skipped_and_recorded(tmp_path):
+def test_failing_clients_are_skipped_and_recorded(federated_run, tmp_path):
     """A client raising in a training round is left out of that round; one raising in a query is
-    recorded as missing, and its share is not labelled. KCFU and FedProx clients on the way."""
+    recorded as missing, and its share is not labelled. KCFU and FedProx clients on the way, and in
+    the same simulation FedBN (equal to FedAvg on LeNet, which has no batch norm) and FedAdam."""
     spec = DATASETS.get("digits")
     fed = Federation(clients=3, alpha=0.5, rounds=2, local_epochs=1, local_loss="kcfu", fed_algo="fedprox")
     protocol = Protocol("digits", 10.0, 20, (5, 6, 7, 8, 9), 0, federation=fed.name())
@@ -144,8 +145,19 @@ def test_failing_clients_are_skipped_and_recorded(tmp_path):
                   budget=10, cycles=2, schedule=spec.schedule, descriptor_layers=spec.descriptor_layers["l80"],
                   top_k=32, batch_size=512)
     jobs = [Job(method="entropy", fail_client=(1, 0, 2), **common), Job(method="ksas", fail_client=(2, 1, 0), **common)]
+    plain = Federation(clients=3, alpha=0.5, rounds=2, local_epochs=1)
+    for algo in ("fedbn", "fedadam"):
+        fed_algo = Federation(**{**plain.__dict__, "fed_algo": algo})
+        jobs.append(Job(**{**common, "federation": fed_algo, "method": "entropy",
+                           "protocol": Protocol("digits", 10.0, 20, (5, 6, 7, 8, 9), 0, federation=fed_algo.name())}))
     lines = []
     run_jobs(jobs, tmp_path, lines.append)
+    fedbn_run = Path("digits") / f"ir10_val20_fed-{FEDERATION.replace('fedavg', 'fedbn')}" / "run0"
+    fedbn, fedavg = results(tmp_path, "entropy", fedbn_run), results(federated_run, "entropy")
+    assert fedbn[1] == fedavg[1] and [r["test_acc"] for r in fedbn[0]] == [r["test_acc"] for r in fedavg[0]]
+    fedadam_run = Path("digits") / f"ir10_val20_fed-{FEDERATION.replace('fedavg', 'fedadam')}" / "run0"
+    fedadam = results(tmp_path, "entropy", fedadam_run)[0]
+    assert [r["fed_algo"] for r in fedadam] == ["fedadam"] * 2 and fedadam[1]["test_acc"] != fedavg[0][1]["test_acc"]
     run = Path("digits") / f"ir10_val20_fed-{fed.name()}" / "run0"
     entropy, _, entropy_rounds = results(tmp_path, "entropy+kcfu", run)
     assert [r["labelled"] for r in entropy] == [10, 20] and entropy[0]["local_loss"] == "kcfu"
