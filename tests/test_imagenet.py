@@ -190,9 +190,8 @@ def test_prepare_run_keeps_pool_lazy(tiny_spec, tiny_root, tmp_path):
 
 def test_dali_source_is_chosen_when_available_and_falls_back_on_cpu(monkeypatch, tiny_spec, tiny_root):
     import imagenet
-    from imagenet.dali import DaliFolderImages, dali_available
+    from imagenet.dali import DaliFolderImages
 
-    assert dali_available() == (torch.cuda.is_available() and _importable("nvidia.dali"))
     monkeypatch.setattr(imagenet, "dali_available", lambda: True)
     source = tiny_spec.load(tiny_root, True).images
     assert isinstance(source, DaliFolderImages)
@@ -201,11 +200,21 @@ def test_dali_source_is_chosen_when_available_and_falls_back_on_cpu(monkeypatch,
     assert torch.equal(streamed, FolderImages(source.paths, crop=32, resize=36, workers=0)[order])
 
 
-def _importable(module: str) -> bool:
-    import importlib
+@pytest.mark.parametrize("cuda, dali_installed, expected", [
+    (False, False, False), (False, True, False), (True, False, False), (True, True, True),
+])
+def test_dali_is_used_only_with_both_a_gpu_and_dali(monkeypatch, cuda, dali_installed, expected):
+    """dali_available() asks torch for a GPU and tries the import; both are faked here, the function is real."""
+    import sys
+    import types
 
-    try:
-        importlib.import_module(module)
-    except ImportError:
-        return False
-    return True
+    from imagenet.dali import dali_available
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
+    if dali_installed:
+        fake = types.ModuleType("nvidia.dali")
+        monkeypatch.setitem(sys.modules, "nvidia", types.ModuleType("nvidia"))
+        monkeypatch.setitem(sys.modules, "nvidia.dali", fake)
+    else:
+        monkeypatch.setitem(sys.modules, "nvidia.dali", None)  # an import of it raises ImportError
+    assert dali_available() is expected
