@@ -22,7 +22,6 @@ from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
-import torch
 import torch.nn.functional as F
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.serverapp import Grid, ServerApp
@@ -282,7 +281,7 @@ class FederatedRun:
         return report, float(F.cross_entropy(logits, test.labels))
 
     def _record(self, cycle, labelled, missing, acquire_seconds, train_seconds, query_bytes) -> dict:
-        job, federation = self.job, self.job.federation
+        federation = self.job.federation
         uses_validation = self.method.server_merged
         record = metrics_record(self.ctx, self.settings, cycle, sum(map(len, labelled)),
                                 len(self.ctx.validation) if uses_validation else 0, [self.model],

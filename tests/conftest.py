@@ -50,6 +50,30 @@ def digits_data(digits_spec) -> DatasetArrays:
     return DatasetArrays(train=digits_spec.load(None, True), test=digits_spec.load(None, False))
 
 
+@pytest.fixture
+def digits_state(digits_data, digits_spec):
+    """A factory of AcquisitionStates on real digits: the first `pool_size` training images are the pool,
+    the next 100 the validation set (unless one is given); CPU, seeded by `seed`."""
+    import numpy as np
+
+    from common.datasets import Split
+    from common.strategies import AcquisitionOptions, AcquisitionState
+
+    images, labels = digits_data.train.images, digits_data.train.labels
+
+    def make(model, unlabelled, budget, *, iteration=1, pool_size=300, validation=None, seed=0, **options):
+        pool = Split(images=images[:pool_size], labels=labels[:pool_size])
+        validation = validation or Split(images=images[pool_size:pool_size + 100],
+                                         labels=labels[pool_size:pool_size + 100])
+        return AcquisitionState(
+            models=[model], to_input=digits_spec.normalise, pool=pool, unlabelled=unlabelled, validation=validation,
+            iteration=iteration, budget=budget, rng=np.random.default_rng(seed), seed=seed,
+            options=AcquisitionOptions(device=torch.device("cpu"), **options),
+        )
+
+    return make
+
+
 @dataclass
 class Result:
     """What a CLI run left behind, the same shape as subprocess.CompletedProcess."""

@@ -93,20 +93,11 @@ def test_badge_seeding_measures_distances_between_outer_products(seed):
     assert sorted(int(row) % 5 for row in chosen) == [0, 1, 2, 3, 4]
 
 
-def test_vaal_selects_budget_unique_unlabelled_images_on_digits(digits_spec, digits_data):
-    import torch
+def test_vaal_selects_budget_unique_unlabelled_images_on_digits(digits_spec, digits_state):
+    from common.strategies import STRATEGIES
 
-    from common.datasets import Split
-    from common.strategies import STRATEGIES, AcquisitionOptions, AcquisitionState
-
-    pool = Split(images=digits_data.train.images[:300], labels=digits_data.train.labels[:300])
-    validation = Split(images=digits_data.train.images[300:400], labels=digits_data.train.labels[300:400])
     unlabelled = np.arange(20, 300)  # 0..19 labelled
-    state = AcquisitionState(
-        models=[digits_spec.model(10, False)], to_input=digits_spec.normalise, pool=pool, unlabelled=unlabelled,
-        validation=validation, iteration=1, budget=25, rng=np.random.default_rng(0), seed=0,
-        options=AcquisitionOptions(device=torch.device("cpu"), batch_size=128, vaal_steps=15),
-    )
+    state = digits_state(digits_spec.model(10, False), unlabelled, 25, batch_size=128, vaal_steps=15)
     chosen = STRATEGIES.get("vaal").select(state)
     assert len(chosen) == 25 and len(np.unique(chosen)) == 25
     assert np.isin(chosen, unlabelled).all()

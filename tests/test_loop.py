@@ -6,7 +6,6 @@ The central pipeline was rebuilt on these functions; a digits run recorded befor
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest

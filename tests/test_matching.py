@@ -7,7 +7,7 @@ import torch
 
 from common.datasets import Split
 from common.main_descr import fisher_kernel_acquire, k_centre_greedy, match_pool, miss_set, rank_major_fill
-from common.strategies import STRATEGIES, AcquisitionOptions, AcquisitionState
+from common.strategies import STRATEGIES
 from mnist.lenet import LENET_DESCRIPTOR_LAYERS, LeNet
 
 
@@ -172,36 +172,29 @@ def test_fisher_kernel_acquire_with_fallback_misses_fills_budget():
 # --- the FK strategies on real images: exact budget, unlabelled only, K doubling, empty miss set -----
 
 
-def _state(digits_data, digits_spec, model, unlabelled, budget, top_k, validation=None, iteration=1):
-    pool = Split(images=digits_data.train.images[:300], labels=digits_data.train.labels[:300])
-    validation = validation or Split(images=digits_data.train.images[300:400], labels=digits_data.train.labels[300:400])
-    return AcquisitionState(
-        models=[model], to_input=digits_spec.normalise, pool=pool, unlabelled=unlabelled, validation=validation,
-        iteration=iteration, budget=budget, rng=np.random.default_rng(0), seed=0,
-        options=AcquisitionOptions(device=torch.device("cpu"), descriptor_layers=LENET_DESCRIPTOR_LAYERS["l80"],
-                                   top_k=top_k, batch_size=64),
-    )
+def _fk_options(top_k: int) -> dict:
+    return {"descriptor_layers": LENET_DESCRIPTOR_LAYERS["l80"], "top_k": top_k, "batch_size": 64}
 
 
 @pytest.mark.parametrize("method", ["fk-features", "fk-pred", "fk-nn", "fk-nn-grad", "fk-oracle"])
-def test_fk_strategy_returns_budget_unlabelled_indices_even_with_k_1(digits_data, digits_spec, method):
+def test_fk_strategy_returns_budget_unlabelled_indices_even_with_k_1(digits_state, method):
     torch.manual_seed(0)
     model = LeNet()
     unlabelled = np.setdiff1d(np.arange(300), np.arange(0, 300, 3))  # every third image already labelled
-    state = _state(digits_data, digits_spec, model, unlabelled, budget=40, top_k=1)
+    state = digits_state(model, unlabelled, budget=40, **_fk_options(top_k=1))
     chosen = STRATEGIES.get(method).select(state)
     assert len(chosen) == 40 and len(np.unique(chosen)) == 40
     assert np.isin(chosen, unlabelled).all()
 
 
-def test_fk_strategy_survives_an_empty_miss_set(digits_data, digits_spec):
+def test_fk_strategy_survives_an_empty_miss_set(digits_data, digits_state):
     torch.manual_seed(0)
     model = LeNet()
     with torch.no_grad():
         model.fc2.bias[3] = 1000.0  # always predicts 3
     threes = torch.nonzero(digits_data.train.labels == 3).flatten()[:20]
     validation = Split(images=digits_data.train.images[threes], labels=digits_data.train.labels[threes])
-    state = _state(digits_data, digits_spec, model, np.arange(300), budget=15, top_k=4, validation=validation)
+    state = digits_state(model, np.arange(300), budget=15, validation=validation, **_fk_options(top_k=4))
     chosen = STRATEGIES.get("fk-nn").select(state)
     assert len(np.unique(chosen)) == 15 and np.isin(chosen, np.arange(300)).all()
 

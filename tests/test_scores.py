@@ -5,8 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from common.datasets import Split
-from common.strategies import STRATEGIES, AcquisitionOptions, AcquisitionState
+from common.strategies import STRATEGIES
 from common.strategies.base import top_scores
 from common.strategies.mc_dropout import bald, mean_entropy, mean_std, variation_ratio
 from common.strategies.uncertainty import entropy, least_confidence_score, margin_score
@@ -72,29 +71,25 @@ def test_top_scores_highest_first_and_seeded_ties():
     assert len(set(top_scores(ties, 20, np.random.default_rng(1)).tolist())) == 20
 
 
-def _state(digits_data, digits_spec, iteration, unlabelled, mc_dropout=False):
+def _state(digits_state, iteration, unlabelled, mc_dropout=False):
     torch.manual_seed(0)
-    pool = Split(images=digits_data.train.images[:200], labels=digits_data.train.labels[:200])
-    return AcquisitionState(
-        models=[LeNet(mc_dropout=mc_dropout)], to_input=digits_spec.normalise, pool=pool, unlabelled=unlabelled,
-        validation=pool, iteration=iteration, budget=12, rng=np.random.default_rng(5), seed=5,
-        options=AcquisitionOptions(device=torch.device("cpu"), mc_samples=4, batch_size=64),
-    )
+    return digits_state(LeNet(mc_dropout=mc_dropout), unlabelled, 12, iteration=iteration, pool_size=200, seed=5,
+                        mc_samples=4, batch_size=64)
 
 
 @pytest.mark.parametrize("method", ["entropy", "margin", "least-confidence", "var-ratio-mc", "entropy-mc",
                                     "bald-mc", "std-mc"])
-def test_uncertainty_methods_are_random_at_b0(digits_data, digits_spec, method):
+def test_uncertainty_methods_are_random_at_b0(digits_state, method):
     unlabelled = np.arange(10, 200, 2)
     strategy = STRATEGIES.get(method)
-    chosen = strategy.select(_state(digits_data, digits_spec, 0, unlabelled, strategy.mc_dropout))
-    expected = STRATEGIES.get("random").select(_state(digits_data, digits_spec, 0, unlabelled))
+    chosen = strategy.select(_state(digits_state, 0, unlabelled, strategy.mc_dropout))
+    expected = STRATEGIES.get("random").select(_state(digits_state, 0, unlabelled))
     np.testing.assert_array_equal(np.sort(chosen), np.sort(expected))
 
 
-def test_entropy_strategy_picks_highest_entropy_after_b0(digits_data, digits_spec):
+def test_entropy_strategy_picks_highest_entropy_after_b0(digits_state, digits_spec):
     unlabelled = np.arange(10, 200, 2)
-    state = _state(digits_data, digits_spec, 1, unlabelled)
+    state = _state(digits_state, 1, unlabelled)
     chosen = STRATEGIES.get("entropy").select(state)
     with torch.no_grad():
         probs = state.models[0].eval()(digits_spec.normalise(state.unlabelled_images())).softmax(dim=1).double().numpy()
