@@ -74,6 +74,16 @@ def test_badge_first_centres_cover_far_clusters():
     assert np.mean(covered) >= 3.8  # D^2 sampling almost always lands in a new cluster when they are far apart
 
 
+def test_badge_seeding_does_not_treat_the_origin_as_a_centre():
+    """A tight cluster at the origin (a confident class) still gets a seed once another is chosen: the
+    origin weights only the first draw (BADGE's seeding), it is not kept as a centre."""
+    features, ids = planted_clusters(clusters=3, per_cluster=50, dim=4)
+    features[ids == 0] *= 1e-3  # cluster 0 sits at the origin
+    scales = np.ones((len(features), 1))
+    covered = [len(set(ids[kmeans_plus_plus(scales, features, 3, np.random.default_rng(s))].tolist())) for s in range(10)]
+    assert np.mean(covered) >= 2.8
+
+
 def test_badge_handles_all_zero_embeddings():
     scales = np.zeros((10, 3))  # a confident model on one class: every embedding is the origin
     chosen = kmeans_plus_plus(scales, np.ones((10, 4)), count=10, rng=np.random.default_rng(0))

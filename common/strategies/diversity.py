@@ -110,7 +110,11 @@ def kmeans_plus_plus(scales: np.ndarray, features: np.ndarray, count: int, rng: 
         chosen[step] = pick
         available[pick] = False
         inner = (scales @ scales[pick]) * (features @ features[pick])
-        np.minimum(nearest, np.maximum(squared_norms + squared_norms[pick] - 2.0 * inner, 0.0), out=nearest)
+        distances = np.maximum(squared_norms + squared_norms[pick] - 2.0 * inner, 0.0)
+        if step == 0:
+            nearest = distances  # the origin only weighted the first draw; it is no centre
+        else:
+            np.minimum(nearest, distances, out=nearest)
     return chosen
 
 
