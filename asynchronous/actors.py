@@ -81,7 +81,6 @@ class LabelStore:
         return self.ctx.test
 
     # ------------------------------------------------------------------ labels
-
     def obtained(self, worker: int, count: int | None = None) -> list[np.ndarray] | None:
         """The pool positions of `worker`'s first `count` answered requests (all with None), one array per
         request; None while fewer have arrived."""

@@ -17,6 +17,7 @@ Real: the labels and trainings found are kept and the clock restarts.
 """
 from __future__ import annotations
 
+import math
 import os
 import tempfile
 import time
@@ -111,9 +112,9 @@ class RayActors:
 
         self.ray = ray
         cpus = ray.cluster_resources().get("CPU", 1.0)
-        self.resources = {"num_cpus": max(0.01, round(min(1.0, cpus / actors), 2))}
+        self.resources = {"num_cpus": max(0.01, math.floor(min(1.0, cpus / actors) * 100) / 100)}  # never above
         if gpu:
-            self.resources["num_gpus"] = round(1.0 / actors, 3)
+            self.resources["num_gpus"] = math.floor(1000 / actors) / 1000
         self.actors: list = []
         self.names: dict = {}
 
