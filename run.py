@@ -80,9 +80,10 @@ def get_args_parser() -> argparse.ArgumentParser:
                       help="only create each run's random and rotation-pretrained initial models")
 
     al = parser.add_argument_group("active learning (SPEC sections 2-6)")
-    al.add_argument("--methods", type=comma_list, default=DEFAULT_METHODS,
+    al.add_argument("--methods", type=comma_list, default=None,
                     help=f"comma-separated, from: {', '.join(STRATEGIES.names())}; "
-                         f"{ALL_TRAIN} trains once on the whole labelled pool (the reference line)")
+                         f"{ALL_TRAIN} trains once on the whole labelled pool (the reference line) "
+                         f"(default: {DEFAULT_METHODS}; asynchronous RA: {','.join(asynchronous_experiment.RA_DEFAULT)})")
     al.add_argument("--unsupervised", type=int_list, default="0",
                     help="0: start from a random model, 1: from the rotation-pretrained one (0,1 for both)")
     al.add_argument("--iterations", type=positive_int, default=None, help="acquisitions per run (default: dataset's)")
@@ -201,6 +202,7 @@ def experiment(args: argparse.Namespace) -> Experiment:
     spec = DATASETS.get(args.dataset)
     if args.out.exists() and not args.out.is_dir():
         raise UserError(f"--out {args.out} is not a folder")
+    args.methods = args.methods or asynchronous_experiment.default_methods(args, comma_list(DEFAULT_METHODS))
     asynchronous_experiment.check(args)
     if args.clients > 1:
         federated_experiment.check_methods(args.methods)

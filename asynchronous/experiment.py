@@ -35,8 +35,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--servers", type=positive_int, default=1, help="servers retraining in turn (round-robin)")
     group.add_argument("--assignment", choices=ASSIGNMENTS, default="DA",
                        help="DA: every worker uses each --methods strategy (one run per method); RA: worker w uses "
-                            "strategy w mod the list, --methods when it names several, else "
-                            f"{','.join(RA_DEFAULT)}")
+                            "strategy w mod the list: --methods when it names several, else "
+                            f"{','.join(RA_DEFAULT)} (AAL's)")
     group.add_argument("--split", choices=SPLITS, default="RS",
                        help="shards: RS random equal split, DS k-means on the initial model's features")
     group.add_argument("--query-batch", type=positive_int, default=None,
@@ -65,6 +65,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def enabled(args: argparse.Namespace) -> bool:
     return args.async_workers > 1
+
+
+def default_methods(args: argparse.Namespace, central: list[str]) -> list[str]:
+    """--methods when none were given: AAL's round-robin list for an RA run, else run.py's default."""
+    return list(RA_DEFAULT) if enabled(args) and args.assignment == "RA" else central
 
 
 def check(args: argparse.Namespace) -> None:

@@ -90,8 +90,12 @@ def test_clustered_shards_are_disjoint_and_cover_the_pool():
 
 def test_assignment_ra_gives_workers_different_strategies_da_one():
     parse = run_module.get_args_parser().parse_args
-    (label, strategies), = assignments(parse(["--async-workers", "4", "--assignment", "RA", "--methods", "entropy"]))
-    assert strategies == ("entropy", "least-confidence", "margin", "entropy") and label == "entropy+least-confidence+margin"
+    for methods in ([], ["--methods", "entropy"]):  # AAL's list unless several methods are given
+        args = parse(["--async-workers", "4", "--assignment", "RA", "--dataset", "digits", *methods])
+        run_module.experiment(args)
+        (label, strategies), = assignments(args)
+        assert strategies == ("entropy", "least-confidence", "margin", "entropy")
+        assert label == "entropy+least-confidence+margin"
     (label, strategies), = assignments(parse(["--async-workers", "3", "--assignment", "RA", "--methods", "fk-nn,random"]))
     assert strategies == ("fk-nn", "random", "fk-nn") and label == "fk-nn+random"
     runs = assignments(parse(["--async-workers", "2", "--assignment", "DA", "--methods", "entropy,fk-nn"]))
