@@ -14,7 +14,7 @@ import argparse
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import datasets_available  # noqa: F401  (registers every dataset)
@@ -32,14 +32,15 @@ from common.datasets import DATASETS, LOCAL_DATA, DatasetSpec
 from common.errors import UserError
 from common.experiment import (
     ALL_TRAIN,
+    CentralJob,
     DatasetArrays,
     Protocol,
+    RunContext,
     RunSettings,
     ensure_initial_models,
     imbalance_name,
     prepare_run,
-    run_active_learning,
-    run_all_train,
+    run_central_job,
 )
 from common.gen_descr import STORES
 from common.search import INDEX_KINDS, SearchSettings
@@ -49,6 +50,8 @@ from common.splits import MINORITY_RULES
 from common.strategies import STRATEGIES, AcquisitionOptions
 from common.train import resolve_device, set_cpu_threads
 from federated import experiment as federated_experiment
+from asynchronous import experiment as asynchronous_experiment
+from asynchronous.driver import AsyncJob
 
 DEFAULT_METHODS = "random,entropy,fk-nn"
 
@@ -77,9 +80,10 @@ def get_args_parser() -> argparse.ArgumentParser:
                       help="only create each run's random and rotation-pretrained initial models")
 
     al = parser.add_argument_group("active learning (SPEC sections 2-6)")
-    al.add_argument("--methods", type=comma_list, default=DEFAULT_METHODS,
+    al.add_argument("--methods", type=comma_list, default=None,
                     help=f"comma-separated, from: {', '.join(STRATEGIES.names())}; "
-                         f"{ALL_TRAIN} trains once on the whole labelled pool (the reference line)")
+                         f"{ALL_TRAIN} trains once on the whole labelled pool (the reference line) "
+                         f"(default: {DEFAULT_METHODS}; asynchronous RA: {','.join(asynchronous_experiment.RA_DEFAULT)})")
     al.add_argument("--unsupervised", type=int_list, default="0",
                     help="0: start from a random model, 1: from the rotation-pretrained one (0,1 for both)")
     al.add_argument("--iterations", type=positive_int, default=None, help="acquisitions per run (default: dataset's)")
@@ -118,6 +122,7 @@ def get_args_parser() -> argparse.ArgumentParser:
                         help="CPU threads for PyTorch and FAISS (default: all cores; 1 is best when several runs share a machine)")
     system.add_argument("--quiet", action="store_true", help="no progress bars or per-iteration lines")
     federated_experiment.add_arguments(parser)
+    asynchronous_experiment.add_arguments(parser)
     return parser
 
 
@@ -197,6 +202,8 @@ def experiment(args: argparse.Namespace) -> Experiment:
     spec = DATASETS.get(args.dataset)
     if args.out.exists() and not args.out.is_dir():
         raise UserError(f"--out {args.out} is not a folder")
+    args.methods = args.methods or asynchronous_experiment.default_methods(args, comma_list(DEFAULT_METHODS))
+    asynchronous_experiment.check(args)
     if args.clients > 1:
         federated_experiment.check_methods(args.methods)
         if args.initial:
@@ -232,6 +239,8 @@ def main(args: argparse.Namespace) -> None:
         from federated.simulation import run_jobs  # noqa: PLC0415  (Flower and Ray load only for federated runs)
 
         run_jobs(federated_jobs(args, exp), args.out, exp.log)
+    elif asynchronous_experiment.enabled(args):
+        asynchronous_experiment.run_jobs(asynchronous_jobs(args, exp), exp.options, args.ray_address)
     else:
         run_central(args, exp)
     exp.log(f"done in {time.perf_counter() - started:.0f}s; results under {args.out / exp.spec.name}; "
@@ -239,15 +248,39 @@ def main(args: argparse.Namespace) -> None:
 
 
 def run_central(args: argparse.Namespace, exp: Experiment) -> None:
-    """Every (protocol, initial model, method) run in this process, one after the other."""
+    """Every (protocol, initial model, method) run: one after the other in this process, or (--executor ray)
+    as Ray tasks on this machine's cores or a cluster's."""
+    if args.initial:
+        for run, protocol in protocols(args, exp.spec):
+            ctx = prepare_run(exp.spec, exp.data, protocol, run, args.out, exp.options.device, exp.options.progress,
+                              exp.log)
+            ensure_initial_models(ctx, args.ensemble)
+            exp.log(f"[{exp.spec.name} ir{imbalance_name(protocol.imbalance)} run{run}] initial models in "
+                    f"{ctx.folder / 'initial'}")
+        return
+    jobs = central_jobs(args, exp)
+    if args.executor == "ray":
+        from asynchronous import executor  # noqa: PLC0415  (Ray loads only when asked for)
+
+        started = executor.connect(args.ray_address)
+        try:
+            executor.run_grid([replace(job, options=replace(job.options, progress=False)) for job in jobs],
+                              args.threads or 1, exp.log)
+        finally:
+            if started:
+                executor.shutdown()
+    else:
+        for job in jobs:
+            run_central_job(job, exp.data, exp.log)
+
+
+def central_jobs(args: argparse.Namespace, exp: Experiment) -> list[CentralJob]:
+    """One job per (run, initial model, method), in that order; every run's split is drawn (or checked) and
+    its budget checked here, before any run starts."""
     spec, options = exp.spec, exp.options
+    jobs = []
     for run, protocol in protocols(args, spec):
         ctx = prepare_run(spec, exp.data, protocol, run, args.out, options.device, options.progress, exp.log)
-        if args.initial:
-            ensure_initial_models(ctx, args.ensemble)
-            exp.log(f"[{spec.name} ir{imbalance_name(protocol.imbalance)} run{run}] initial models in "
-                    f"{ctx.folder / 'initial'}")
-            continue
         if any(m != ALL_TRAIN for m in args.methods):
             check_budget(len(ctx.pool), exp.budget, exp.iterations)
         for unsupervised in args.unsupervised:
@@ -258,10 +291,28 @@ def run_central(args: argparse.Namespace, exp: Experiment) -> None:
                     descriptor_layers=options.descriptor_layers, top_k=options.top_k,
                     train_on_validation=args.train_on_validation, vaal_steps=args.vaal_steps,
                 )
-                if method == ALL_TRAIN:
-                    run_all_train(ctx, settings)
-                else:
-                    run_active_learning(ctx, settings, options, args.keep_checkpoints)
+                jobs.append(CentralJob(dataset=spec.name, data_root=str(args.data_root) if args.data_root else None,
+                                       protocol=protocol, run=run, out=args.out, settings=settings, options=options,
+                                       keep_checkpoints=args.keep_checkpoints))
+    return jobs
+
+
+def asynchronous_jobs(args: argparse.Namespace, exp: Experiment) -> list[tuple[RunContext, AsyncJob]]:
+    """--async-workers > 1: one asynchronous run per (run, initial model, method) with DA, per (run, initial
+    model) with RA; every run's split and pool size are checked here, before Ray starts."""
+    spec, options = exp.spec, exp.options
+    timing = asynchronous_experiment.asynchrony(args, exp.budget, exp.iterations)
+    jobs = []
+    for run, protocol in protocols(args, spec):
+        protocol = asynchronous_experiment.asynchronous_protocol(protocol, timing)
+        ctx = prepare_run(spec, exp.data, protocol, run, args.out, options.device, options.progress, exp.log)
+        asynchronous_experiment.check_pool(len(ctx.pool), timing)
+        for unsupervised in args.unsupervised:
+            for method, strategies in asynchronous_experiment.assignments(args):
+                settings = asynchronous_experiment.run_settings(args, method, unsupervised, timing, exp.schedule,
+                                                                options.descriptor_layers, options.top_k)
+                jobs.append((ctx, AsyncJob(run=run, timing=timing, strategies=strategies, settings=settings)))
+    return jobs
 
 
 def federated_jobs(args: argparse.Namespace, exp: Experiment) -> list:

@@ -27,7 +27,8 @@ from common.datasets import LOCAL_DATA  # noqa: E402
 from common.errors import UserError  # noqa: E402
 from common.experiment import imbalance_name, protocol_name  # noqa: E402
 from common.reporting import (  # noqa: E402
-    ALL_TRAIN, Curve, aggregate, label_savings, load_records, load_rounds, round_curves, safe_name, savings_markdown,
+    ALL_TRAIN, Curve, aggregate, label_savings, load_queries, load_records, load_rounds, query_waits, round_curves,
+    safe_name, savings_markdown,
 )
 
 METRICS = (("test_acc", "test accuracy"), ("minority_acc", "minority-class accuracy"),
@@ -47,9 +48,14 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 
 def setting_stem(key: tuple, count_validation: bool) -> str:
-    imbalance, val_per_class, unsupervised, federation = key
+    imbalance, val_per_class, unsupervised, variant = key
     suffix = "_countval" if count_validation else ""
-    return safe_name(f"{protocol_name(imbalance, val_per_class, federation)}_unsup{unsupervised}{suffix}")
+    return safe_name(f"{protocol_name(imbalance, val_per_class, variant)}_unsup{unsupervised}{suffix}")
+
+
+def variant_title(variant: str) -> str:
+    """A protocol variant as plot titles show it ("fed-c3-..." -> "federated: c3-...")."""
+    return variant.replace("fed-", "federated: ", 1).replace("async-", "asynchronous: ", 1)
 
 
 def draw(setting: tuple, per_metric: dict[str, dict[str, Curve]], savings_text: str, title: str, x_name: str):
@@ -77,13 +83,13 @@ def write_csv(path: Path, per_setting: dict[tuple, dict[str, dict[str, Curve]]])
     with path.open("w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["imbalance", "val_per_class", "unsupervised", "method", "metric", "labels", "mean", "std", "runs",
-                         "federation"])
-        for (imbalance, val_per_class, unsupervised, federation), per_metric in sorted(per_setting.items(), key=str):
+                         "variant"])
+        for (imbalance, val_per_class, unsupervised, variant), per_metric in sorted(per_setting.items(), key=str):
             for metric, curves in per_metric.items():
                 for method, curve in sorted(curves.items()):
                     for x, mean, std, runs in zip(curve.x, curve.mean, curve.std, curve.runs):
                         writer.writerow([imbalance_name(imbalance), val_per_class, unsupervised, method, metric,
-                                         int(x), f"{mean:.6f}", f"{std:.6f}", int(runs), federation])
+                                         int(x), f"{mean:.6f}", f"{std:.6f}", int(runs), variant])
 
 
 def report(records: list[dict], dataset: str, folder: Path, count_validation: bool, target: float | None) -> list[Path]:
@@ -106,11 +112,11 @@ def report(records: list[dict], dataset: str, folder: Path, count_validation: bo
             box = f"labels to reach {goal:.3f}:\n{short}"
         except ValueError as error:
             table, box = f"No label-savings table: {error}.", ""
-        imbalance, val_per_class, unsupervised, federation = setting
+        imbalance, val_per_class, unsupervised, variant = setting
         start = "rotation-pretrained" if unsupervised else "random"
         title = f"{dataset}, imbalance {imbalance:g}, {val_per_class} validation images/class, {start} start"
-        if federation:
-            title += f"\nfederated: {federation}"
+        if variant:
+            title += f"\n{variant_title(variant)}"
         figure = draw(setting, per_metric, box, title, x_name)
         for suffix in (".png", ".pdf"):
             figure.savefig(folder / f"curves_{stem}{suffix}", dpi=120)
@@ -137,16 +143,82 @@ def draw_rounds(lines: list[dict], folder: Path, dataset: str) -> list[Path]:
         for method, curve in sorted(curves.items()):
             line = axis.plot(curve.x, curve.mean, marker="o", markersize=2, label=f"{method} ({curve.run_label()})")[0]
             axis.fill_between(curve.x, curve.mean - curve.std, curve.mean + curve.std, color=line.get_color(), alpha=0.15)
-        axis.set_xlabel("communication round (all AL cycles)")
-        axis.set_ylabel("global model test accuracy")
-        axis.grid(alpha=0.3)
-        axis.legend(fontsize=7, loc="lower right")
-        axis.set_title(f"{dataset}, imbalance {setting[0]:g}, federated: {setting[3]}", fontsize=9)
-        figure.tight_layout()
-        path = folder / f"rounds_{setting_stem(setting, False)}.png"
-        figure.savefig(path, dpi=120)
-        plt.close(figure)
-        written.append(path)
+        written.append(save_line_plot(
+            figure, axis, "communication round (all AL cycles)", "global model test accuracy",
+            f"{dataset}, imbalance {setting[0]:g}, {variant_title(setting[3])}",
+            folder / f"rounds_{setting_stem(setting, False)}.png"))
+    return written
+
+
+def save_line_plot(figure, axis, x_name: str, y_name: str, title: str, path: Path, legend: str = "lower right") -> Path:
+    """Label, grid, legend and title a one-panel plot, save it as a PNG and close it."""
+    axis.set_xlabel(x_name)
+    axis.set_ylabel(y_name)
+    axis.grid(alpha=0.3)
+    axis.legend(fontsize=7, loc=legend)
+    axis.set_title(title, fontsize=9)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+    return path
+
+
+def draw_async_accuracy(records: list[dict], folder: Path, dataset: str) -> list[Path]:
+    """Asynchronous runs: test accuracy against labelled images, sync (dashed) and async (solid) of each
+    strategy in one plot per asynchronous setting (AAL's accuracy figures); returns the written paths."""
+    per_setting: dict[tuple, dict[str, Curve]] = {}
+    for (*setting, method), curve in aggregate([r for r in records if r.get("asynchronous")], "test_acc").items():
+        per_setting.setdefault(tuple(setting), {})[method] = curve
+    written = []
+    for setting, curves in sorted(per_setting.items(), key=str):
+        figure, axis = plt.subplots(figsize=(7, 4.8))
+        colours: dict[str, str] = {}
+        for method, curve in sorted(curves.items()):
+            base, sync = method.removesuffix("+sync"), method.endswith("+sync")
+            line = axis.plot(curve.x, curve.mean, marker="o", markersize=3, linestyle="--" if sync else "-",
+                             color=colours.get(base), label=f"{base} {'sync' if sync else 'async'} "
+                                                            f"({curve.run_label()})")[0]
+            colours.setdefault(base, line.get_color())
+        written.append(save_line_plot(
+            figure, axis, "labelled pool images", "test accuracy",
+            f"{dataset}, imbalance {setting[0]:g}, {variant_title(setting[3])}",
+            folder / f"async_accuracy_{setting_stem(setting, False)}.png"))
+    return written
+
+
+def draw_query_wait(lines: list[dict], folder: Path, dataset: str) -> list[Path]:
+    """Asynchronous runs: mean query wait (p95 dotted) against the query batch size, one curve per sync or
+    async strategy and server count (AAL's query-time figure), one plot per imbalance, validation size and
+    initial model; with a CSV of the numbers. Returns the written paths."""
+    per_protocol: dict[tuple, dict[tuple, dict]] = {}
+    for (imbalance, val_per_class, unsupervised, *curve), by_batch in query_waits(lines).items():
+        per_protocol.setdefault((imbalance, val_per_class, unsupervised), {})[tuple(curve)] = by_batch
+    written = []
+    for protocol, curves in sorted(per_protocol.items(), key=str):
+        figure, axis = plt.subplots(figsize=(7, 4.8))
+        for (method, workers, servers, latency), by_batch in sorted(curves.items(), key=str):
+            batches = sorted(by_batch)
+            label = f"{method.removesuffix('+sync')} {'sync' if method.endswith('+sync') else 'async'} " \
+                    f"w{workers} s{servers}"
+            line = axis.plot(batches, [by_batch[b].mean for b in batches], marker="o", label=label)[0]
+            axis.plot(batches, [by_batch[b].p95 for b in batches], linestyle=":", color=line.get_color())
+        imbalance, val_per_class, unsupervised = protocol
+        stem = safe_name(f"{protocol_name(imbalance, val_per_class)}_unsup{unsupervised}")
+        path = save_line_plot(figure, axis, "query batch size (images per request)",
+                              "query wait, s (mean; dotted: p95)",
+                              f"{dataset}, imbalance {imbalance:g}, asynchronous label querying",
+                              folder / f"query_wait_{stem}.png", legend="best")
+        table = folder / f"query_wait_{stem}.csv"
+        with table.open("w", newline="") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(["method", "sync", "workers", "servers", "latency", "query_batch", "mean_wait", "p95_wait",
+                             "requests", "runs"])
+            for (method, workers, servers, latency), by_batch in sorted(curves.items(), key=str):
+                for batch, waits in by_batch.items():
+                    writer.writerow([method.removesuffix("+sync"), method.endswith("+sync"), workers, servers,
+                                     ":".join(map(imbalance_name, latency)), batch, f"{waits.mean:.3f}",
+                                     f"{waits.p95:.3f}", waits.requests, waits.runs])
+        written += [path, table]
     return written
 
 
@@ -165,6 +237,11 @@ def main(args: argparse.Namespace) -> None:
         print(path)
     rounds = [line for line in load_rounds(root) if args.imbalance is None or line["imbalance"] == args.imbalance]
     for path in draw_rounds(rounds, root / "plots", args.dataset):
+        print(path)
+    for path in draw_async_accuracy(records, root / "plots", args.dataset):
+        print(path)
+    queries = [line for line in load_queries(root) if args.imbalance is None or line["imbalance"] == args.imbalance]
+    for path in draw_query_wait(queries, root / "plots", args.dataset):
         print(path)
 
 

@@ -93,26 +93,26 @@ def exit_quietly_on_interrupt(prog: str | None = None) -> None:
     signal.signal(signal.SIGINT, stop)
 
 
-def fraction(text: str) -> float:
-    """A number in (0, 1], e.g. an accuracy target."""
-    try:
-        value = float(text)
-    except ValueError:
-        value = float("nan")
-    if not 0.0 < value <= 1.0:
-        raise argparse.ArgumentTypeError(f"expected a number in (0, 1], got {text!r}")
-    return value
+def _number_where(allowed: Callable[[float], bool], expected: str) -> Callable[[str], float]:
+    """An argparse type: a number for which `allowed` holds (NaN never does), else a one-line error."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = float("nan")
+        if not allowed(value):
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
+        return value
+
+    return parse
 
 
-def imbalance_ratio(text: str) -> float:
-    """One imbalance ratio: a finite number >= 1."""
-    try:
-        value = float(text)
-    except ValueError:
-        value = float("nan")
-    if not 1.0 <= value < float("inf"):
-        raise argparse.ArgumentTypeError(f"expected one finite number >= 1, got {text!r}")
-    return value
+INFINITY = float("inf")
+fraction = _number_where(lambda v: 0.0 < v <= 1.0, "a number in (0, 1]")  # e.g. an accuracy target
+imbalance_ratio = _number_where(lambda v: 1.0 <= v < INFINITY, "one finite number >= 1")
+positive_float = _number_where(lambda v: 0.0 < v < INFINITY, "a positive number")
+non_negative_float = _number_where(lambda v: 0.0 <= v < INFINITY, "a number >= 0")
 
 
 def run_main(main: Callable[[argparse.Namespace], None], parser: argparse.ArgumentParser) -> None:

@@ -17,6 +17,7 @@ import shutil
 import time
 from collections.abc import Callable, Container
 from dataclasses import MISSING, asdict, dataclass, field, fields
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +27,7 @@ from torch import nn
 from common import loop
 from common import records as contract
 from common import storage
-from common.datasets import DatasetSpec, Split
+from common.datasets import DATASETS, DatasetSpec, Split
 from common.errors import UserError
 from common.images import take
 from common.oracle import Oracle
@@ -49,7 +50,13 @@ class Protocol:
     minority_classes: tuple[int, ...]
     seed: int  # base_seed + run
     imbalance_rule: str = "joint"  # common.splits.IMBALANCE_RULES
-    federation: str = ""  # federated runs: clients, partition and training (federated.task.Job.federation_name)
+    federation: str = ""  # federated runs: clients, partition and training (federated.task.Federation.name)
+    asynchronous: str = ""  # asynchronous runs: workers, servers, assignment, split, batch (asynchronous.experiment)
+
+    @property
+    def variant(self) -> str:
+        """The distributed part of the protocol's folder name ("" for a central run)."""
+        return protocol_variant(self.federation, self.asynchronous)
 
 
 @dataclass(frozen=True)
@@ -77,6 +84,14 @@ class DatasetArrays:
     test: Split
 
 
+@lru_cache(maxsize=2)
+def dataset_arrays(dataset: str, data_root: str | None) -> DatasetArrays:
+    """A dataset's train and test splits, read once per process (a federated server, a Ray task of a grid)."""
+    spec = DATASETS.get(dataset)
+    root = Path(data_root) if data_root else None
+    return DatasetArrays(train=spec.load(root, True), test=spec.load(root, False))
+
+
 @dataclass
 class RunContext:
     """A run's paths and data: the pool and validation Splits cut from train by its split."""
@@ -101,13 +116,21 @@ def imbalance_name(imbalance: float) -> str:
     return text.removesuffix(".0")
 
 
-def protocol_name(imbalance: float, val_per_class: int, federation: str = "") -> str:
-    return f"ir{imbalance_name(imbalance)}_val{val_per_class}" + (f"_fed-{federation}" if federation else "")
+def protocol_variant(federation: str = "", asynchronous: str = "") -> str:
+    """How a federated or asynchronous protocol is named in folders, records' setting keys and plots:
+    "fed-<federation>", "async-<asynchronous>", "" for a central run (the one place of that naming)."""
+    return "_".join(part for part in (federation and f"fed-{federation}", asynchronous and f"async-{asynchronous}")
+                    if part)
 
 
-def run_folder(out: Path, dataset: str, imbalance: float, val_per_class: int, run: int, federation: str = "") -> Path:
-    """Runs of different protocols (imbalance, validation size, federation) live side by side."""
-    return out / dataset / protocol_name(imbalance, val_per_class, federation) / f"run{run}"
+def protocol_name(imbalance: float, val_per_class: int, variant: str = "") -> str:
+    """`variant`: protocol_variant(...) of a federated or asynchronous protocol."""
+    return f"ir{imbalance_name(imbalance)}_val{val_per_class}" + (f"_{variant}" if variant else "")
+
+
+def run_folder(out: Path, dataset: str, imbalance: float, val_per_class: int, run: int, variant: str = "") -> Path:
+    """Runs of different protocols (imbalance, validation size, federation or asynchrony) live side by side."""
+    return out / dataset / protocol_name(imbalance, val_per_class, variant) / f"run{run}"
 
 
 def _plain(obj) -> dict:
@@ -120,7 +143,7 @@ def prepare_run(
     progress: bool = False, log: Callable[[str], None] = print,
 ) -> RunContext:
     """Load (or draw and save) the run's split and cut its pool and validation sets."""
-    folder = run_folder(out, protocol.dataset, protocol.imbalance, protocol.val_per_class, run, protocol.federation)
+    folder = run_folder(out, protocol.dataset, protocol.imbalance, protocol.val_per_class, run, protocol.variant)
     split = _load_or_make_split(spec, data, protocol, folder)
     storage.tidy(folder / "initial")
 
@@ -278,9 +301,10 @@ def settings_that_matter(settings: RunSettings) -> dict:
     return {name: plain[name] for name in names}
 
 
-def check_settings(folder: Path, current: dict) -> None:
+def check_settings(folder: Path, current: dict, write: bool = True) -> None:
     """Refuse to continue a run with other settings (`current`: JSON form of those that matter); a run
-    with no finished iteration restarts."""
+    with no finished iteration restarts (its settings.json is written, unless not `write`: an asynchronous
+    driver checks, its label store writes)."""
     path = folder / "settings.json"
     if path.exists() and finished_records(folder):
         # settings added in later versions count as their defaults in older runs
@@ -289,7 +313,7 @@ def check_settings(folder: Path, current: dict) -> None:
         changed = sorted(k for k in current if stored.get(k) != current[k])
         if changed:
             raise UserError(f"{folder} was started with other settings ({', '.join(changed)}); use another --out")
-    else:
+    elif write:
         storage.write_json(path, current)
 
 
@@ -443,12 +467,46 @@ def _run_all_train(ctx: RunContext, settings: RunSettings, folder: Path) -> list
     return [record]
 
 
+@dataclass(frozen=True)
+class CentralJob:
+    """One method's central run of an experiment grid: all a local loop or a Ray task (--executor ray) needs."""
+
+    dataset: str
+    data_root: str | None
+    protocol: Protocol
+    run: int
+    out: Path
+    settings: RunSettings
+    options: AcquisitionOptions
+    keep_checkpoints: Container[int] = ()
+
+
+def run_central_job(job: CentralJob, data: DatasetArrays | None = None, log: Callable[[str], None] = print,
+                    ) -> list[dict]:
+    """Run (or resume) one job: active learning, or the all-train reference; `data` defaults to the dataset
+    read once per process."""
+    spec = DATASETS.get(job.dataset)
+    data = data or dataset_arrays(job.dataset, job.data_root)
+    ctx = prepare_run(spec, data, job.protocol, job.run, job.out, job.options.device, job.options.progress, log)
+    if job.settings.method == ALL_TRAIN:
+        return run_all_train(ctx, job.settings)
+    return run_active_learning(ctx, job.settings, job.options, job.keep_checkpoints)
+
+
 def metrics_record(
     ctx: RunContext, settings: RunSettings, iteration: int, labelled: int, validation_labels: int,
     models: list[nn.Module], acquire_seconds: float, train_seconds: float,
 ) -> dict:
     report = loop.evaluate(models, ctx.test, ctx.spec.normalise, ctx.device, ctx.spec.num_classes,
                            ctx.protocol.minority_classes)
+    return run_record(ctx, settings, iteration, labelled, validation_labels, report, acquire_seconds, train_seconds)
+
+
+def run_record(
+    ctx: RunContext, settings: RunSettings, iteration: int, labelled: int, validation_labels: int, report: dict,
+    acquire_seconds: float, train_seconds: float,
+) -> dict:
+    """A metrics.jsonl line from a test `report` (loop.evaluate) measured elsewhere (an asynchronous server)."""
     return {
         "dataset": ctx.spec.name,
         "imbalance": ctx.protocol.imbalance,

@@ -38,10 +38,13 @@ def check_selection(chosen: np.ndarray, unlabelled: np.ndarray, budget: int, met
                            f"expected {budget} distinct unlabelled ones")
 
 
-def training_set(pool: Split, oracle: Oracle, validation: Split | None = None) -> tuple[Images, torch.Tensor]:
-    """The labelled pool images with the labels the oracle revealed, plus the labelled validation set
-    when given (--train-on-validation)."""
-    labelled = oracle.labelled
+def training_set(
+    pool: Split, oracle: Oracle, validation: Split | None = None, count: int | None = None,
+) -> tuple[Images, torch.Tensor]:
+    """The labelled pool images with the labels the oracle revealed (the first `count` in acquisition order
+    when given: an asynchronous server trains on the labels that had arrived when it started), plus the
+    labelled validation set when given (--train-on-validation)."""
+    labelled = oracle.labelled if count is None else oracle.labelled[:count]
     images, labels = take(pool.images, labelled), oracle.labels(labelled)
     if validation is not None:
         images = concat(images, validation.images)

@@ -76,8 +76,12 @@ def field_problem(record: Mapping, fields: Mapping[str, tuple[Check, str]]) -> s
 
 
 def metrics_problem(record: Mapping) -> str | None:
-    """What is wrong with one metrics.jsonl record (None when it follows the contract)."""
-    return field_problem(record, METRICS_FIELDS)
+    """What is wrong with one metrics.jsonl record (None when it follows the contract); a line of an
+    asynchronous run (it names its setting in "asynchronous") must also hold ASYNCHRONOUS_FIELDS."""
+    problem = field_problem(record, METRICS_FIELDS)
+    if problem is None and "asynchronous" in record:
+        problem = field_problem(record, ASYNCHRONOUS_FIELDS)
+    return problem
 
 
 def read_metrics(path: Path) -> list[dict]:
@@ -97,13 +101,13 @@ def object_with_fields(names: set[str]) -> Callable[[Any], str | None]:
     return problem
 
 
+# What names the run of a line in a file beside metrics.jsonl (rounds.jsonl, queries.jsonl).
+RUN_FIELDS: dict[str, tuple[Check, str]] = {name: METRICS_FIELDS[name]
+                                            for name in ("dataset", "imbalance", "run", "method", "unsupervised")}
+
 # Every rounds.jsonl line of a federated run: the global model after one communication round.
 ROUNDS_FIELDS: dict[str, tuple[Check, str]] = {
-    "dataset": (_is_string, "a name"),
-    "imbalance": METRICS_FIELDS["imbalance"],
-    "run": (_is_non_negative_int, "a run index"),
-    "method": (_is_string, "a method name"),
-    "unsupervised": METRICS_FIELDS["unsupervised"],
+    **RUN_FIELDS,
     "federation": (_is_string, "a federation name"),
     "cycle": (_is_non_negative_int, "a cycle index"),
     "round": (lambda v: _is_int(v) and v >= 1, "a round number >= 1"),
@@ -117,3 +121,49 @@ ROUNDS_FIELDS: dict[str, tuple[Check, str]] = {
 def read_rounds(path: Path) -> list[dict]:
     """Every line of a federated run's rounds.jsonl, each checked ([] when it does not exist)."""
     return storage.read_jsonl(path, lambda record: field_problem(record, ROUNDS_FIELDS))
+
+
+def _is_bool(value: Any) -> bool:
+    return isinstance(value, bool)
+
+
+def _is_index_list(value: Any) -> bool:
+    return isinstance(value, list) and all(_is_non_negative_int(item) for item in value)
+
+
+# Added to every metrics.jsonl line of an asynchronous run (one line per server training).
+ASYNCHRONOUS_FIELDS: dict[str, tuple[Check, str]] = {
+    "asynchronous": (_is_string, "an asynchronous setting name"),
+    "model_version": (lambda v: _is_int(v) and v >= 1, "a model version >= 1"),
+    "sync": (_is_bool, "true or false"),
+    "server": (_is_non_negative_int, "a server index"),
+    "base_version": (_is_non_negative_int, "a model version"),
+    "started_at": (_is_non_negative, "seconds on the run's clock"),
+    "published_at": (_is_non_negative, "seconds on the run's clock"),
+}
+
+# Every queries.jsonl line of an asynchronous run: one label request of one worker.
+QUERIES_FIELDS: dict[str, tuple[Check, str]] = {
+    **RUN_FIELDS,
+    "asynchronous": (_is_string, "an asynchronous setting name"),
+    "sync": (_is_bool, "true or false"),
+    "worker": (_is_non_negative_int, "a worker index"),
+    "query": (_is_non_negative_int, "the worker's query index"),
+    "strategy": (_is_string, "a strategy name"),
+    "model_version": (_is_non_negative_int, "a model version"),
+    "issued_at": (_is_non_negative, "seconds on the run's clock"),
+    "completed_at": (_is_non_negative, "seconds on the run's clock"),
+    "simulated_wait": (_is_non_negative, "seconds"),
+    "wall_seconds": (_is_non_negative, "seconds"),
+    "indices": (_is_index_list, "a list of train-split indices"),
+    "workers": (lambda v: _is_int(v) and v >= 1, "a worker count"),
+    "servers": (lambda v: _is_int(v) and v >= 1, "a server count"),
+    "query_batch": (lambda v: _is_int(v) and v >= 1, "a batch size"),
+    "latency_range": (lambda v: isinstance(v, list) and len(v) == 2 and all(map(_is_non_negative, v)),
+                      "[low, high] seconds"),
+}
+
+
+def read_queries(path: Path) -> list[dict]:
+    """Every line of an asynchronous run's queries.jsonl, each checked ([] when it does not exist)."""
+    return storage.read_jsonl(path, lambda record: field_problem(record, QUERIES_FIELDS))

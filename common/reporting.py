@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from common.records import read_metrics, read_rounds
-from common.experiment import ALL_TRAIN
+from common.records import read_metrics, read_queries, read_rounds
+from common.experiment import ALL_TRAIN, protocol_variant
 from common.strategies import STRATEGIES
 
 
@@ -25,6 +25,38 @@ def load_records(root: Path) -> list[dict]:
 def load_rounds(root: Path) -> list[dict]:
     """Every line of every federated rounds.jsonl below `root`, in a stable order."""
     return [line for path in sorted(root.rglob("rounds.jsonl")) for line in read_rounds(path)]
+
+
+def load_queries(root: Path) -> list[dict]:
+    """Every line of every asynchronous queries.jsonl below `root`, in a stable order."""
+    return [line for path in sorted(root.rglob("queries.jsonl")) for line in read_queries(path)]
+
+
+@dataclass
+class Waits:
+    """Query waits of one asynchronous setting at one query batch size, over every request of its runs."""
+
+    mean: float
+    p95: float
+    requests: int
+    runs: int
+
+
+def query_waits(lines: list[dict]) -> dict[tuple, dict[int, Waits]]:
+    """(imbalance, validation size, initial model, curve label, workers, servers, latency) -> query batch ->
+    Waits: AAL's "average query time" against the batch size, sync and async as separate curves."""
+    grouped: dict[tuple, dict[int, list[dict]]] = defaultdict(lambda: defaultdict(list))
+    for line in lines:
+        key = (*setting_key(line)[:3], method_label(line), line["workers"], line["servers"],
+               tuple(line["latency_range"]))
+        grouped[key][line["query_batch"]].append(line)
+    return {
+        key: {batch: Waits(mean=float(np.mean([q["simulated_wait"] for q in requests])),
+                           p95=float(np.percentile([q["simulated_wait"] for q in requests], 95)),
+                           requests=len(requests), runs=len({(q["run"], q["asynchronous"]) for q in requests}))
+              for batch, requests in sorted(by_batch.items())}
+        for key, by_batch in grouped.items()
+    }
 
 
 def round_curves(lines: list[dict]) -> dict[tuple, Curve]:
@@ -39,16 +71,18 @@ def round_curves(lines: list[dict]) -> dict[tuple, Curve]:
 
 
 def method_label(record: dict) -> str:
-    """The curve a record belongs to: its method, marked when it also trained on validation or (federated)
-    trained its clients with KCFU."""
+    """The curve a record belongs to: its method, marked when it also trained on validation, (federated)
+    trained its clients with KCFU, or (asynchronous) queried in synchronous rounds."""
     return (record["method"] + ("+trainval" if record.get("train_on_validation") else "")
-            + ("+kcfu" if record.get("local_loss") == "kcfu" else ""))
+            + ("+kcfu" if record.get("local_loss") == "kcfu" else "") + ("+sync" if record.get("sync") else ""))
 
 
 def setting_key(record: dict) -> tuple:
-    """What must match for curves to share a plot: imbalance, validation size, initial model, and for
-    federated runs the federation (clients, partition, aggregation, rounds; "" for central runs)."""
-    return (record["imbalance"], record.get("val_per_class"), record["unsupervised"], record.get("federation", ""))
+    """What must match for curves to share a plot: imbalance, validation size, initial model, and the
+    protocol variant of federated and asynchronous runs ("fed-<federation>", "async-<...>"; "" for
+    central runs): common.experiment.protocol_variant, so plots are named like the run folders."""
+    variant = protocol_variant(record.get("federation", ""), record.get("asynchronous", ""))
+    return (record["imbalance"], record.get("val_per_class"), record["unsupervised"], variant)
 
 
 def uses_validation_labels(label: str) -> bool:

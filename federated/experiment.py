@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 from dataclasses import replace
 
-from common.cli import positive_int
+from common.cli import positive_float, positive_int
 from common.errors import UserError
 from common.experiment import Protocol
 from common.partition import PARTITIONS
@@ -12,16 +12,6 @@ from federated.strategies import AGGREGATIONS, CLIENT_METHODS
 from federated.task import Federation, Job, client_pools
 
 LOCAL_LOSSES = ("ce", "kcfu")
-
-
-def positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = float("nan")
-    if not 0 < value < float("inf"):
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
-    return value
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -5,23 +5,13 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable
-from functools import lru_cache
 from pathlib import Path
 
-from common.datasets import DATASETS
-from common.experiment import DatasetArrays
+from common.experiment import dataset_arrays
 from common.errors import UserError
 from federated.task import Job
 
 OBJECT_STORE_BYTES = 128 * 1024 * 1024
-
-
-@lru_cache(maxsize=2)
-def dataset_arrays(dataset: str, data_root: str | None) -> DatasetArrays:
-    """The server's copy of a dataset (train for the split and partition, test for evaluation)."""
-    spec = DATASETS.get(dataset)
-    root = Path(data_root) if data_root else None
-    return DatasetArrays(train=spec.load(root, True), test=spec.load(root, False))
 
 
 def backend_config(clients: int) -> dict:
@@ -64,5 +54,5 @@ def _finished(job: Job, out: Path) -> bool:
     from federated.server_app import method_label  # noqa: PLC0415
 
     folder = run_folder(out, job.dataset, job.protocol.imbalance, job.protocol.val_per_class, job.run,
-                        job.protocol.federation) / f"unsup{job.unsupervised}" / method_label(job)
+                        job.protocol.variant) / f"unsup{job.unsupervised}" / method_label(job)
     return len(finished_records(folder)) >= job.cycles

@@ -1,0 +1,397 @@
+"""The driver of one asynchronous run: it walks the clock's events and hands the work to the actors.
+
+With the simulated clock (the default) the driver replays `clock.simulate` and, for each event, sends
+the matching call without waiting for its result: a request to its worker (with the model version it
+uses, an object-store reference that may still be training), an arrival to the label store, a training
+to its server. Ray runs them in parallel as their inputs become ready; because every input is fixed by
+the timeline, the results are the same for a seed whatever Ray's scheduling, and the same as the
+in-process run of the tests (`InProcess`). The driver blocks only when a model is published, until
+the label store has written it.
+
+With real latency the workers sleep the drawn delay and the driver applies arrivals and publications
+in the order they really happen (`ray.wait`), so the run is not reproducible.
+
+Resume: a killed run restarts from its files. Simulated: the timeline is replayed from the start,
+requests and trainings already in queries.jsonl / metrics.jsonl are checked against it and not redone.
+Real: the labels and trainings found are kept and the clock restarts.
+"""
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import numpy as np
+
+from asynchronous import clock
+from asynchronous.actors import LabelStore, Server, Worker
+from asynchronous.shards import make_shards
+from common import records as contract
+from common import storage
+from common.errors import UserError
+from common.experiment import (
+    INITIAL_KINDS, RunContext, RunSettings, check_settings, ensure_initial_models, finished_records, imbalance_name,
+    initial_model_path, load_acquired, settings_that_matter,
+)
+from common.strategies import STRATEGIES, AcquisitionOptions
+
+POLL_SECONDS = 1.0  # every wait on Ray returns at least this often (Ctrl-C, dead actors)
+ANSWER_SECONDS = 3600.0  # a call with no answer for this long stops the run (resume with the same command)
+ACTOR_RESTARTS = 3
+
+
+@dataclass(frozen=True)
+class AsyncJob:
+    """One asynchronous run: a protocol (its `asynchronous` names the timing), an initial model, a
+    strategy per worker."""
+
+    run: int
+    timing: clock.Asynchrony
+    strategies: tuple[str, ...]  # worker w uses strategies[w]
+    settings: RunSettings  # method = the run's label: the strategy (DA) or the strategies joined by "+" (RA)
+
+    @property
+    def label(self) -> str:
+        """The method folder: the method, "+trainval", "+sync" (common.reporting.method_label reads it back)."""
+        return (self.settings.method + ("+trainval" if self.settings.train_on_validation else "")
+                + ("+sync" if self.timing.sync else ""))
+
+    def settings_json(self) -> dict:
+        """What changes the run's results beyond its protocol folder (settings.json, checked on resume)."""
+        plain = {}
+        for strategy in sorted(set(self.strategies)):
+            plain |= settings_that_matter(replace(self.settings, method=strategy))
+        timing = asdict(self.timing)
+        return {**plain, "method": self.settings.method, "strategies": list(self.strategies),
+                **{k: timing[k] for k in ("sync", "trainings", "latency_mode", "train_time")},
+                "latency": list(self.timing.latency)}
+
+
+def method_folder(ctx: RunContext, job: AsyncJob) -> Path:
+    return ctx.folder / f"unsup{job.settings.unsupervised}" / job.label
+
+
+# ---------------------------------------------------------------------------------------------- backends
+class InProcess:
+    """Every call made at once in this process, one after the other (tests; the same results as Ray)."""
+
+    def create(self, cls, *args, role: str):
+        return cls(*args)
+
+    def address(self, actor):
+        """How other parties reach `actor` (actors.ask)."""
+        return actor
+
+    def call(self, actor, method: str, *args, returns: int = 1):
+        return getattr(actor, method)(*args)
+
+    def put(self, value):
+        return value
+
+    def get(self, handle, what: str):
+        return handle
+
+    def first_done(self, handles: list) -> list:
+        return handles[:1]
+
+    def close(self) -> None:
+        pass
+
+
+class RayActors:
+    """Ray actors sharing the cluster's CPUs in fractions (nothing stays pending on 2 cores); the label
+    store sits on this node (it writes --out), workers and servers restart when they die."""
+
+    def __init__(self, actors: int, gpu: bool) -> None:
+        import ray  # noqa: PLC0415
+
+        self.ray = ray
+        cpus = ray.cluster_resources().get("CPU", 1.0)
+        self.resources = {"num_cpus": max(0.01, math.floor(min(1.0, cpus / actors) * 100) / 100)}  # never above
+        if gpu:
+            self.resources["num_gpus"] = math.floor(1000 / actors) / 1000
+        self.actors: list = []
+        self.names: dict = {}
+
+    def create(self, cls, *args, role: str):
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy  # noqa: PLC0415
+
+        options = dict(self.resources)
+        if role == "store":
+            here = self.ray.get_runtime_context().get_node_id()
+            options |= {"max_restarts": 0, "scheduling_strategy": NodeAffinitySchedulingStrategy(here, soft=False),
+                        "name": f"fkal-label-store-{uuid.uuid4().hex}"}
+        else:
+            options |= {"max_restarts": ACTOR_RESTARTS, "max_task_retries": ACTOR_RESTARTS}
+        actor = self.ray.remote(cls).options(**options).remote(*args)
+        self.actors.append(actor)
+        self.names[actor] = options.get("name")
+        return actor
+
+    def address(self, actor) -> str:
+        """The actor's name: a restarted worker looks the label store up by it (a handle given to an actor
+        that may restart would pin it to the object store)."""
+        return self.names[actor]
+
+    def call(self, actor, method: str, *args, returns: int = 1):
+        bound = getattr(actor, method)
+        return (bound.options(num_returns=returns) if returns > 1 else bound).remote(*args)
+
+    def put(self, value):
+        return self.ray.put(value)
+
+    def get(self, ref, what: str):
+        """The value of `ref`; an actor's UserError stays one line, a dead actor says how to go on."""
+        deadline = time.monotonic() + ANSWER_SECONDS
+        while not self.ray.wait([ref], timeout=POLL_SECONDS)[0]:
+            if time.monotonic() > deadline:
+                raise UserError(f"no answer from {what} in {ANSWER_SECONDS:.0f}s; run the same command to resume")
+        try:
+            return self.ray.get(ref, timeout=POLL_SECONDS)
+        except self.ray.exceptions.RayTaskError as error:
+            if isinstance(error.cause, UserError):
+                raise UserError(str(error.cause)) from None
+            raise
+        except self.ray.exceptions.RayActorError as error:
+            raise UserError(f"{what} failed ({type(error).__name__}); run the same command to resume") from None
+
+    def first_done(self, refs: list) -> list:
+        return self.ray.wait(refs, num_returns=1, timeout=POLL_SECONDS)[0]
+
+    def close(self) -> None:
+        for actor in self.actors:
+            self.ray.kill(actor)
+        self.actors.clear()
+        self.names.clear()
+
+
+# ---------------------------------------------------------------------------------------------- the run
+def run_asynchronous(ctx: RunContext, job: AsyncJob, options: AcquisitionOptions, backend_for: Callable[[int], object],
+                     ) -> list[dict]:
+    """Run (or resume) one asynchronous run; returns its metrics records, one per training. A run another
+    process is working on is skipped. `backend_for(actors)` gives InProcess() or RayActors."""
+    folder = method_folder(ctx, job)
+    with storage.exclusive(folder) as mine:
+        if not mine:
+            ctx.log(f"[{ctx.spec.name} run{ctx.run}] {folder} is being run by another process; skipped")
+            return finished_records(folder)
+        return AsyncRun(ctx, job, options, folder).run(backend_for)
+
+
+class AsyncRun:
+    """One run's state on the driver: its files checked, its actors, the models published so far."""
+
+    def __init__(self, ctx: RunContext, job: AsyncJob, options: AcquisitionOptions, folder: Path) -> None:
+        self.ctx, self.job, self.options, self.folder = ctx, job, options, folder
+        self.timing, self.spec = job.timing, ctx.spec
+        self.waits: list[float] = []
+
+    def run(self, backend_for: Callable[[int], object]) -> list[dict]:
+        job, ctx = self.job, self.ctx
+        check_settings(self.folder, job.settings_json(), write=False)
+        records = finished_records(self.folder)
+        if len(records) >= self.timing.trainings:
+            return records[: self.timing.trainings]
+        kind = INITIAL_KINDS[job.settings.unsupervised]
+        ensure_initial_models(ctx, 1, kinds=(kind,))
+        initial = storage.load_checkpoint(initial_model_path(ctx, kind, 0), "state")
+        shards = self._shards(initial)
+        arrived = self._arrived(shards, records)
+        self.backend = backend = backend_for(1 + self.timing.workers + self.timing.servers)
+        try:
+            self._start_actors(shards, arrived, records)
+            self.weights = {0: backend.put(initial)}
+            for number in range(1, len(records) + 1):
+                self.weights[number] = backend.put(self._checkpoint(number))
+            if self.timing.latency_mode == "real":
+                self._real(shards, arrived, records)
+            else:
+                self._simulated(shards, arrived, records)
+        finally:
+            backend.close()
+        return finished_records(self.folder)
+
+    # ------------------------------------------------------------------ files
+    def _shards(self, initial: dict) -> list[np.ndarray]:
+        """The stored shards (pool positions), or new ones (the label store writes them)."""
+        path, workers, pool_indices = self.folder / "shards.npz", self.timing.workers, self.ctx.split.pool_indices
+        if path.exists():
+            arrays = storage.load_arrays(path, required=[f"worker{w}" for w in range(workers)])
+            shards = [np.minimum(np.searchsorted(pool_indices, arrays[f"worker{w}"]), len(pool_indices) - 1)
+                      for w in range(workers)]
+            inside = all(np.array_equal(pool_indices[s], arrays[f"worker{w}"]) for w, s in enumerate(shards))
+            if not inside or not np.array_equal(np.sort(np.concatenate(shards)), np.arange(len(pool_indices))):
+                raise UserError(f"corrupted file {path} (the shards do not split the run's pool); delete the method "
+                                f"folder {self.folder} to redo it")
+            return shards
+        model = self.spec.model(self.spec.num_classes, False)
+        model.load_state_dict(initial)
+        return make_shards(self.timing.split, self.ctx.pool, workers, self.ctx.protocol.seed, model,
+                           self.spec.normalise, self.spec.penultimate, self.options.device, self.options.batch_size)
+
+    def _arrived(self, shards: list[np.ndarray], records: list[dict]) -> list[tuple[int, np.ndarray, dict]]:
+        """(worker, pool positions, line) of every answered request in queries.jsonl, checked: in the worker's
+        shard, never twice, numbered in order per worker, and matching the acquired files of the trainings."""
+        path, pool_indices = self.folder / "queries.jsonl", self.ctx.split.pool_indices
+        owner = np.full(len(pool_indices), -1)
+        for worker, shard in enumerate(shards):
+            owner[shard] = worker
+        seen = np.zeros(len(pool_indices), dtype=bool)
+        count = [0] * self.timing.workers
+        arrived = []
+        for number, line in enumerate(contract.read_queries(path), start=1):
+            indices = np.asarray(line["indices"], dtype=np.int64)
+            positions = np.minimum(np.searchsorted(pool_indices, indices), len(pool_indices) - 1)
+            worker = line["worker"]
+            problem = None
+            if worker >= self.timing.workers or line["query"] != count[worker]:
+                problem = f"request {line['query']} of worker {worker} is out of order"
+            elif not np.array_equal(pool_indices[positions], indices) or (owner[positions] != worker).any():
+                problem = "images outside the worker's shard"
+            elif seen[positions].any() or len(np.unique(positions)) != len(positions):
+                problem = "an image labelled twice"
+            if problem:
+                raise UserError(f"inconsistent results: {path} line {number}: {problem}; delete the method folder "
+                                f"{self.folder} to redo it")
+            seen[positions] = True
+            count[worker] += 1
+            arrived.append((worker, positions, line))
+        acquired = load_acquired(self.ctx, self.folder, records, len(pool_indices), exact=False)
+        in_order = np.concatenate([positions for _, positions, _ in arrived]) if arrived else np.empty(0, np.int64)
+        if not np.array_equal(acquired, in_order[: len(acquired)]):
+            raise UserError(f"inconsistent results: the acquired files of {self.folder} do not match queries.jsonl; "
+                            f"delete the method folder to redo it")
+        return arrived
+
+    def _checkpoint(self, number: int) -> dict:
+        return storage.load_checkpoint(self.folder / f"model_{number - 1:03d}.pt", "states")[0]
+
+    # ------------------------------------------------------------------ actors
+    def _start_actors(self, shards, arrived, records) -> None:
+        job, ctx, backend = self.job, self.ctx, self.backend
+        strategies = [STRATEGIES.get(name) for name in job.strategies]
+        uses_validation = any(s.uses_validation_labels for s in strategies) or job.settings.train_on_validation
+        self.fields = {
+            "dataset": self.spec.name, "imbalance": ctx.protocol.imbalance, "run": ctx.run, "seed": ctx.protocol.seed,
+            "method": job.settings.method, "unsupervised": job.settings.unsupervised,
+            "val_per_class": ctx.protocol.val_per_class, "asynchronous": self.timing.name(), "sync": self.timing.sync,
+            "workers": self.timing.workers, "servers": self.timing.servers, "assignment": self.timing.assignment,
+            "split": self.timing.split, "query_batch": self.timing.query_batch,
+            "train_threshold": self.timing.threshold, "latency_range": list(self.timing.latency),
+            "latency_mode": self.timing.latency_mode, "train_time": self.timing.train_time,
+        }
+        self.store = backend.create(
+            LabelStore, ctx, self.folder, job.settings, job.settings_json(), shards,
+            [(worker, positions) for worker, positions, _ in arrived], records, self.fields,
+            len(ctx.validation) if uses_validation else 0, role="store")
+        scratch = Path(tempfile.gettempdir()) / f"fkal-async-{os.getpid()}"
+        store = backend.address(self.store)
+        self.workers = [  # they fetch their shards from the label store, again after a restart
+            backend.create(Worker, worker, job.strategies[worker], self.spec.name, store, self.options,
+                           ctx.protocol.seed, scratch, role="worker")
+            for worker in range(self.timing.workers)
+        ]
+        mc_dropout = any(s.mc_dropout for s in strategies)
+        self.servers = [
+            backend.create(Server, server, self.spec.name, store, job.settings.schedule, self.options.device,
+                           ctx.protocol.minority_classes, mc_dropout, ctx.protocol.seed, role="server")
+            for server in range(self.timing.servers)
+        ]
+
+    def _ask(self, query: clock.Query, sleep: float = 0.0):
+        return self.backend.call(self.workers[query.worker], "query", query.index, query.version,
+                                 self.weights[query.version], query.size, sleep)
+
+    def _arrive(self, query: clock.Query, now: float, result) -> None:
+        wait = now - query.ready
+        self.waits.append(wait)
+        line = {"worker": query.worker, "query": query.index, "strategy": self.job.strategies[query.worker],
+                "model_version": query.version, "size": query.size, "ready_at": query.ready,
+                "issued_at": query.issued, "completed_at": now, "latency": query.latency, "simulated_wait": wait}
+        self.backend.call(self.store, "reveal", line, result)
+
+    def _train(self, training: clock.Training):
+        """Send training `training.number` to its server; its weights are the new version's reference."""
+        labelled = self.backend.call(self.store, "training_set", training.queries, self.job.settings.train_on_validation)
+        weights, summary = self.backend.call(self.servers[training.server], "train", training.number,
+                                             self.weights[training.base_version], labelled, returns=2)
+        self.weights[training.number] = weights
+        return summary
+
+    def _publish(self, training: clock.Training, now: float, summary) -> None:
+        """Have the label store write the published model, wait for it, and say so."""
+        fields = {"model_version": training.number, "server": training.server, "base_version": training.base_version,
+                  "due_at": training.due, "started_at": training.started, "published_at": now,
+                  "queries": training.queries}
+        call = self.backend.call(self.store, "record_training", fields, summary, self.weights[training.number])
+        record = self.backend.get(call, f"training {training.number}")
+        ctx = self.ctx
+        self.ctx.log(
+            f"[{self.spec.name} ir{imbalance_name(ctx.protocol.imbalance)} async-{self.timing.name()} {self.job.label} "
+            f"run{ctx.run}] v{training.number} server={training.server} labelled={record['labelled']} "
+            f"acc={record['test_acc']:.4f} minority={record['minority_acc']:.4f} clock={now:.0f}s "
+            f"mean wait={np.mean(self.waits) if self.waits else 0.0:.1f}s train={record['train_seconds']:.1f}s")
+
+    # ------------------------------------------------------------------ clocks
+    def _simulated(self, shards, arrived, records) -> None:
+        """Replay the simulated timeline; what the files already hold is checked, not redone."""
+        done = {(worker, line["query"]) for worker, _, line in arrived}
+        results, summaries, arrivals = {}, {}, 0
+        for kind, item, now in clock.simulate(self.timing, [len(s) for s in shards], self.ctx.protocol.seed):
+            if kind == clock.ASK:
+                if (item.worker, item.index) not in done:
+                    results[item.worker, item.index] = self._ask(item)
+            elif kind == clock.ARRIVE:
+                if arrivals < len(arrived):
+                    self._check_replay(arrived[arrivals][2], item)
+                    self.waits.append(now - item.ready)
+                else:
+                    self._arrive(item, now, results.pop((item.worker, item.index)))
+                arrivals += 1
+            elif item.number <= len(records):
+                if kind == clock.TRAIN:
+                    self._check_training(records[item.number - 1], item)
+            elif kind == clock.TRAIN:
+                summaries[item.number] = self._train(item)
+            else:
+                self._publish(item, now, summaries.pop(item.number))
+
+    def _check_replay(self, line: dict, query: clock.Query) -> None:
+        if (line["worker"], line["query"], line["model_version"], len(line["indices"])) != (
+                query.worker, query.index, query.version, query.size):
+            raise UserError(f"inconsistent results: {self.folder / 'queries.jsonl'} does not follow this run's "
+                            f"timeline (worker {line['worker']} request {line['query']}); delete the method folder "
+                            f"to redo it")
+
+    def _check_training(self, record: dict, training: clock.Training) -> None:
+        if (record["labelled"], record["base_version"]) != (training.labelled, training.base_version):
+            raise UserError(f"inconsistent results: training {training.number} in {self.folder / 'metrics.jsonl'} "
+                            f"does not follow this run's timeline; delete the method folder to redo it")
+
+    def _real(self, shards, arrived, records) -> None:
+        """Real annotator delays: apply arrivals and publications as they happen (not reproducible)."""
+        coordinator = clock.Coordinator(self.timing, [len(s) for s in shards], self.ctx.protocol.seed)
+        coordinator.restore([(worker, len(positions)) for worker, positions, _ in arrived], len(records))
+        started = time.perf_counter()
+        pending: list[tuple[object, clock.Query | clock.Training]] = []  # (result handle, what it answers)
+        while not coordinator.finished:
+            now = time.perf_counter() - started
+            pending += [(self._train(training), training) for training in coordinator.trainings_to_start(now)]
+            pending += [(self._ask(query, sleep=query.latency), query) for query in coordinator.queries_to_issue(now)]
+            if not pending:
+                raise RuntimeError("nothing in flight before the last training")
+            for handle in self.backend.first_done([handle for handle, _ in pending]):
+                index = next(i for i, (candidate, _) in enumerate(pending) if candidate is handle)
+                item, now = pending.pop(index)[1], time.perf_counter() - started
+                if isinstance(item, clock.Query):
+                    self.backend.get(handle, f"worker {item.worker}")
+                    coordinator.on_arrival(item, now)
+                    self._arrive(item, now, handle)
+                else:
+                    coordinator.on_publication(item)
+                    self._publish(item, now, handle)

@@ -1,0 +1,82 @@
+"""Ray for run.py: one connection per process, and `--executor ray`, the grid of an ordinary (central)
+experiment fanned out as one Ray task per method run.
+
+Locally Ray is sized for small machines (every core, a 128 MB object store, no dashboard); with
+`--ray-address` (e.g. `auto`, after `ray start --head` here and `ray start --address HEAD:6379` on the
+other machines) it joins that cluster. A task runs `common.experiment.run_active_learning` exactly as a
+local run does, in the same results tree: the per-run locks keep two tasks (or two machines sharing
+`--out`) off one run folder, and a re-run resumes. Each machine needs this repository at the same path
+and its datasets under the same --data-root.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import datasets_available  # noqa: F401  (registers every dataset, also inside Ray's task workers)
+from common.errors import UserError
+from common.experiment import CentralJob, run_central_job
+from common.train import set_cpu_threads
+
+REPOSITORY = Path(__file__).resolve().parent.parent
+OBJECT_STORE_BYTES = 128 * 1024 * 1024
+POLL_SECONDS = 1.0
+
+
+def connect(address: str | None = None) -> bool:
+    """Start Ray on this machine, or join the cluster at `address`; an existing connection is reused.
+    Returns whether this call connected (the caller then shuts Ray down when it is done)."""
+    os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
+    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+    import ray  # noqa: PLC0415  (Ray loads only for asynchronous runs and --executor ray)
+
+    if ray.is_initialized():
+        return False
+    job_config = ray.job_config.JobConfig(code_search_path=[str(REPOSITORY)])
+    try:
+        if address:
+            ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING, job_config=job_config)
+        else:
+            ray.init(address="local", num_cpus=os.cpu_count() or 1, object_store_memory=OBJECT_STORE_BYTES,
+                     include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING,
+                     job_config=job_config)
+    except ConnectionError as error:
+        raise UserError(f"--ray-address {address}: {str(error).splitlines()[0]}") from None
+    return True
+
+
+def shutdown() -> None:
+    import ray  # noqa: PLC0415
+
+    ray.shutdown()
+
+
+def _central_task(job: CentralJob, threads: int) -> int:
+    """One method run of the grid inside a Ray worker: returns its finished iterations."""
+    set_cpu_threads(threads)
+    return len(run_central_job(job))
+
+
+def run_grid(jobs: list[CentralJob], threads: int, log: Callable[[str], None]) -> None:
+    """Every job as a Ray task of one CPU, all submitted at once; waits for all, then raises the first error
+    (a UserError raised in a task stays one line)."""
+    import ray  # noqa: PLC0415
+
+    task = ray.remote(num_cpus=1, max_retries=1)(_central_task)
+    pending = {task.remote(job, threads): job for job in jobs}
+    errors = []
+    while pending:
+        ready, _ = ray.wait(list(pending), num_returns=1, timeout=POLL_SECONDS)
+        for ref in ready:
+            job = pending.pop(ref)
+            name = f"{job.protocol.dataset} run{job.run} unsup{job.settings.unsupervised} {job.settings.method}"
+            try:
+                log(f"[ray] {name}: {ray.get(ref)} iterations finished")
+            except ray.exceptions.RayError as error:
+                cause = getattr(error, "cause", None)
+                errors.append(UserError(str(cause)) if isinstance(cause, UserError) else error)
+                log(f"[ray] {name}: failed ({type(cause or error).__name__})")
+    if errors:
+        raise errors[0]
