@@ -3,7 +3,7 @@
 VENV ?= .venv
 PYTHON := $(VENV)/bin/python
 
-.PHONY: demo demo-federated test bench clean
+.PHONY: demo demo-federated demo-async test bench clean
 
 $(VENV)/.installed: requirements.txt
 	python3 -m venv $(VENV)
@@ -21,6 +21,14 @@ demo-federated: $(VENV)/.installed
 		--methods random,entropy,ksas,logo,fk-nn --runs 1 --threads 1
 	$(PYTHON) run_plot.py --out local_data/federated-demo
 
+# Asynchronous label querying on digits: 3 workers, 2 servers on Ray, simulated 0-60 s annotators, async then sync.
+ASYNC_DEMO := --out local_data/async-demo --async-workers 3 --servers 2 --query-batch 10 --trainings 4 \
+	--methods entropy --runs 1 --threads 1
+demo-async: $(VENV)/.installed
+	$(PYTHON) run.py $(ASYNC_DEMO)
+	$(PYTHON) run.py $(ASYNC_DEMO) --sync
+	$(PYTHON) run_plot.py --out local_data/async-demo
+
 test: $(VENV)/.installed
 	$(PYTHON) -m pytest -q tests
 
@@ -28,4 +36,4 @@ bench: $(VENV)/.installed
 	$(PYTHON) benchmarks/label_efficiency.py
 
 clean:
-	rm -rf $(VENV) local_data/digits local_data/federated-demo
+	rm -rf $(VENV) local_data/digits local_data/federated-demo local_data/async-demo

@@ -4,7 +4,8 @@ Reads every metrics.jsonl under <out>/<dataset>/ and, for each setting (imbalanc
 size, initial model), draws test, minority-class and balanced accuracy against labelled count
 (mean +- 1 std over runs, run counts in the legend), the all-train reference when it was run,
 and the label-savings table. Writes PNG + PDF plots, a CSV of the aggregated numbers and a
-Markdown table into <out>/<dataset>/plots/.
+Markdown table into <out>/<dataset>/plots/. Federated runs add per-round curves; asynchronous runs
+(AAL) add sync vs async accuracy per setting and the mean query wait against the query batch size.
 """
 from __future__ import annotations
 

@@ -99,6 +99,9 @@ class InProcess:
     def first_done(self, handles: list) -> list:
         return handles[:1]
 
+    def wait_started(self) -> None:
+        pass
+
     def close(self) -> None:
         pass
 
@@ -162,6 +165,11 @@ class RayActors:
 
     def first_done(self, refs: list) -> list:
         return self.ray.wait(refs, num_returns=1, timeout=POLL_SECONDS)[0]
+
+    def wait_started(self) -> None:
+        """Until every actor is up (starting one imports torch: seconds that are no annotator's delay)."""
+        for number, actor in enumerate(self.actors):
+            self.get(actor.__ray_ready__.remote(), f"actor {number}")
 
     def close(self) -> None:
         for actor in self.actors:
@@ -377,6 +385,7 @@ class AsyncRun:
         """Real annotator delays: apply arrivals and publications as they happen (not reproducible)."""
         coordinator = clock.Coordinator(self.timing, [len(s) for s in shards], self.ctx.protocol.seed)
         coordinator.restore([(worker, len(positions)) for worker, positions, _ in arrived], len(records))
+        self.backend.wait_started()
         started = time.perf_counter()
         pending: list[tuple[object, clock.Query | clock.Training]] = []  # (result handle, what it answers)
         while not coordinator.finished:

@@ -21,6 +21,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from benchmarks.reports import run_and_report  # noqa: E402
 from common.reporting import (  # noqa: E402
     aggregate, label_savings, load_records, load_rounds, method_label, savings_markdown,
 )
@@ -122,15 +123,5 @@ def report(args: argparse.Namespace) -> str:
     return "\n".join(parts)
 
 
-def main() -> None:
-    args = get_args_parser().parse_args()
-    if not args.report_only:
-        run_experiments(args)
-    text = report(args)
-    print(text)
-    (REPO / "benchmarks" / "results").mkdir(exist_ok=True)
-    (REPO / "benchmarks" / "results" / "federated.md").write_text(text)
-
-
 if __name__ == "__main__":
-    main()
+    run_and_report(get_args_parser(), run_experiments, report, "federated")
