@@ -1,1 +1,1 @@
-"""Asynchronous distributed label querying (AAL, SPEC section 8) on Ray actors, and the Ray executor of run.py."""
+"""Asynchronous distributed label querying (AAL) on Ray actors, and the Ray executor of run.py."""

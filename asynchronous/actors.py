@@ -1,4 +1,4 @@
-"""The parties of an asynchronous run: one label store, W workers, S servers (SPEC section 8).
+"""The parties of an asynchronous run: one label store, W workers, S servers.
 
 Plain classes: the driver makes them Ray actors where it creates them (`ray.remote(cls)`), and the
 tests also use them in one process. A worker or server keeps nothing that cannot be rebuilt: when Ray

@@ -1,5 +1,5 @@
 """When each label request is sent and answered, when each server trains, and which model each uses
-(SPEC section 8; Huang et al., "Asynchronous Active Learning with Distributed Label Querying", IJCAI 2021).
+(Huang et al., "Asynchronous Active Learning with Distributed Label Querying", IJCAI 2021).
 
 `Coordinator` holds the rules, whatever the clock: a worker asks for `query_batch` labels of its
 shard; a training is due each time the labelled set has grown by `threshold`; server (k-1) mod S

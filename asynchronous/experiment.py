@@ -1,4 +1,4 @@
-"""run.py's asynchronous mode (`--async-workers` > 1, SPEC section 8) and the Ray flags: the flags, their
+"""run.py's asynchronous mode (`--async-workers` > 1) and the Ray flags: the flags, their
 checks, and the jobs: one per (run, initial model, method) with DA, one per (run, initial model) with RA."""
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Each worker's shard of the pool (SPEC section 8): disjoint sets of pool positions that cover the pool.
+"""Each worker's shard of the pool: disjoint sets of pool positions that cover the pool.
 
 RS: a seeded random split into equal parts (sizes differ by at most one), as AAL's workers.
 DS: k-means (k = workers) on the penultimate-layer features of the run's initial model, so each worker

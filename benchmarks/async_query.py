@@ -1,7 +1,7 @@
-"""Asynchronous vs synchronous label querying (AAL, SPEC section 8) on Fashion-MNIST, beside AAL's figures.
+"""Asynchronous vs synchronous label querying (AAL) on Fashion-MNIST, beside AAL's figures.
 
 Runs (one Ray session, actors on this machine): 10 workers, annotator latency uniform 0-60 s on the
-simulated clock, query batch 25 (threshold 250), 6 trainings (1500 labels), LeNet with the SPEC
+simulated clock, query batch 25 (threshold 250), 6 trainings (1500 labels), LeNet with the dataset's
 schedule shortened to --epochs, the dataset's protocol (imbalance 100):
   entropy DA async with 1, 2 and 4 servers; RA (entropy, least-confidence, margin) and fk-nn DA async
   with 2 servers; each of the three also synchronous (a synchronous run never overlaps trainings, so
@@ -45,7 +45,7 @@ SETTINGS = {  # name -> run.py flags beyond the common ones
     "fk-nn DA async, 2 servers": ["--methods", "fk-nn", "--servers", "2"],
     "fk-nn DA sync": ["--methods", "fk-nn", "--servers", "2", "--sync"],
 }
-# AAL (IJCAI 2021), CIFAR-10, 10 workers, VGG-16, 0-60 s latency (SPEC section 9; read off its figures).
+# AAL (IJCAI 2021), CIFAR-10, 10 workers, VGG-16, 0-60 s latency (read off its figures).
 AAL = ["| AAL, CIFAR-10 | average accuracy 0.818 / 0.833 / 0.843 with 1 / 2 / 4 servers |",
        "| AAL, CIFAR-10 | average query time: sync about 740-1340 s (growing with the batch), async about 135 s |",
        "| AAL, CIFAR-100 / mini-ImageNet | sync 1600-3550 s / 3800-8400 s, async about 150 s / under 200 s |"]
@@ -54,7 +54,7 @@ AAL = ["| AAL, CIFAR-10 | average accuracy 0.818 / 0.833 / 0.843 with 1 / 2 / 4 
 def get_args_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", default="fashion-mnist")
-    parser.add_argument("--epochs", default="10", help="training epochs per server training (SPEC: 50)")
+    parser.add_argument("--epochs", default="10", help="training epochs per server training (the dataset's schedule: 50)")
     parser.add_argument("--out", type=Path, default=REPO / "local_data" / "bench-async")
     parser.add_argument("--report-only", action="store_true", help="only print the tables of existing results")
     return parser

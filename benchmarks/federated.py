@@ -1,6 +1,6 @@
 """Federated AL on a globally imbalanced non-IID pool, and the same methods centralised on the same pool.
 
-Default protocol (issue 10, FairFAL's setting on Fashion-MNIST): 10 clients, Dirichlet 0.1, global
+Default protocol (FairFAL's setting on Fashion-MNIST): 10 clients, Dirichlet 0.1, global
 imbalance 20 (minority classes 5-9 thinned jointly, as in the central protocol), 4 cycles x 250 labels,
 5 rounds x 2 local epochs of FedAvg, LeNet; random, entropy, ksas, ksas+kcfu, logo, fk-nn federated;
 random, entropy, badge, fk-nn centralised (same split, same union pool). Runs go through run.py, so

@@ -419,7 +419,7 @@ def validation_descriptors(
     store: DescriptorStore = DescriptorStore(),
 ) -> Descriptors:
     """The labelled validation images' z and logits, and g against their true labels when
-    `with_gradients` (SPEC section 4: validation images always use the true label)."""
+    `with_gradients` (validation images always use their true label for g)."""
     return compute_descriptors(
         model, validation.images, to_input, layout, device,
         pseudo_label="true" if with_gradients else None, true_labels=validation.labels,

@@ -1,6 +1,6 @@
-"""Non-IID client pools for federated runs (SPEC section 7): the pool's positions split over clients.
+"""Non-IID client pools for federated runs: the pool's positions split over clients.
 
-Partitioning works on the already-biased pool: the global imbalance (SPEC section 1) is applied
+Partitioning works on the already-biased pool: the global imbalance (common/splits.py) is applied
 before, by `common.splits.make_split`, so the union of the clients' pools is itself biased.
 Every partition returns a list of sorted int64 arrays of pool positions, one per client, disjoint,
 covering the pool (dirichlet-equal alone leaves out N mod clients positions). Call through

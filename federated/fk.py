@@ -1,4 +1,4 @@
-"""Federated Fisher-kernel acquisition (SPEC section 7) as pure functions over numpy messages.
+"""Federated Fisher-kernel acquisition as pure functions over numpy messages.
 
 The server holds the labelled validation set, each client its unlabelled pool. One acquisition:
 1. server: `server_centres` -> `Centres` (the centres' matching vectors z (| g), true labels and

@@ -1,6 +1,6 @@
 """KAFAL: Cao et al., "Knowledge-Aware Federated Active Learning with Non-IID Data" (ICCV 2023).
 
-Pure torch pieces (SPEC section 7), the client's labelled class counts n [C] as the prior:
+Pure torch pieces, the client's labelled class counts n [C] as the prior:
 - KSAS, the acquisition score: the symmetric KL between the local and the global model's
   predictions once both are specialised to the client by adding log n to their logits.
 - KCFU, the client's training loss: balanced-softmax cross-entropy CE(f(x) + log n, y), plus

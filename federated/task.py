@@ -27,7 +27,7 @@ from common.seeding import numpy_rng
 
 @dataclass(frozen=True)
 class Federation:
-    """How the pool is spread over clients and how they train together (SPEC section 7)."""
+    """How the pool is spread over clients and how they train together."""
 
     clients: int
     partition: str = "dirichlet"  # common.partition.PARTITIONS

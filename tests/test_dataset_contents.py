@@ -1,4 +1,4 @@
-"""Damaged dataset contents and failed downloads (issue 9, items 5 and 7), through run.py: each ends in one
+"""Damaged dataset contents and failed downloads, through run.py: each ends in one
 stderr line naming the file and the problem, exit code 2, and a failed download leaves --data-root as it was."""
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Federated FK acquisition (SPEC section 7): server centres, client candidates, server merge; with
+"""Federated FK acquisition: server centres, client candidates, server merge; with
 every client's lists merged, the selection equals central FK's on the union of the pools."""
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Non-IID client pools (SPEC section 7): coverage, seeding, sizes and label skew of each partition."""
+"""Non-IID client pools: coverage, seeding, sizes and label skew of each partition."""
 from __future__ import annotations
 
 import numpy as np
