@@ -47,7 +47,7 @@ from common.search import INDEX_KINDS, SearchSettings
 from common.seeding import numpy_rng
 from common.schedule import Schedule
 from common.splits import MINORITY_RULES
-from common.strategies import STRATEGIES, AcquisitionOptions
+from common.strategies import STRATEGIES, AcquisitionOptions, Strategy
 from common.train import resolve_device, set_cpu_threads
 from federated import experiment as federated_experiment
 from asynchronous import experiment as asynchronous_experiment
@@ -109,6 +109,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     al.add_argument("--vaal-steps", type=positive_int, default=300, help="VAE/discriminator steps per VAAL acquisition")
     al.add_argument("--train-on-validation", action="store_true",
                     help="every method also trains on the labelled validation set (like-for-like with FK)")
+    al.add_argument("--val-folds", type=positive_int, default=5,
+                    help="fk-nn-split / fk-nn-kfold: class-stratified validation folds, one held out of training "
+                         "for the miss set (default 5)")
     al.add_argument("--keep-checkpoints", type=checkpoint_choice, default="last",
                     help="weights kept per iteration for visualize.py: last, all, or iterations like 0,3,7 "
                          "(the latest is always kept)")
@@ -150,6 +153,23 @@ def descriptor_layers(spec: DatasetSpec, choice: str | None) -> tuple[str, ...]:
             f"nor module names of the model ({', '.join(sorted(modules))})"
         )
     return layers
+
+
+def check_held_out_folds(name: str, strategy: Strategy, args: argparse.Namespace) -> None:
+    """The held-out-fold FK methods train on their own share of the validation set."""
+    if strategy.held_out_folds is None:
+        return
+    if args.train_on_validation:
+        raise UserError(f"{name} already trains on all validation folds but one; run it without --train-on-validation "
+                        f"(or use fk-nn --train-on-validation for the plain variant)")
+    if args.val_folds < 2:
+        raise UserError(f"--val-folds must be at least 2 for {name}, got {args.val_folds}")
+
+
+def check_val_folds(validation_size: int, folds: int, methods: list[str]) -> None:
+    held_out = [m for m in methods if m != ALL_TRAIN and STRATEGIES.get(m).held_out_folds]
+    if held_out and folds > validation_size:
+        raise UserError(f"--val-folds {folds} is more than the {validation_size} validation images ({held_out[0]})")
 
 
 def run_indices(args: argparse.Namespace) -> range:
@@ -211,7 +231,7 @@ def experiment(args: argparse.Namespace) -> Experiment:
     else:
         for name in args.methods:
             if name != ALL_TRAIN:
-                STRATEGIES.get(name)  # unknown name: one-line error listing the valid ones (all-train aside)
+                check_held_out_folds(name, STRATEGIES.get(name), args)  # unknown name: one line listing the valid ones
     if any(u not in (0, 1) for u in args.unsupervised):
         raise UserError(f"--unsupervised takes 0 and/or 1, got {args.unsupervised}")
     device = resolve_device(args.device)
@@ -283,6 +303,7 @@ def central_jobs(args: argparse.Namespace, exp: Experiment) -> list[CentralJob]:
         ctx = prepare_run(spec, exp.data, protocol, run, args.out, options.device, options.progress, exp.log)
         if any(m != ALL_TRAIN for m in args.methods):
             check_budget(len(ctx.pool), exp.budget, exp.iterations)
+        check_val_folds(len(ctx.validation), args.val_folds, args.methods)
         for unsupervised in args.unsupervised:
             for method in args.methods:
                 settings = RunSettings(
@@ -290,6 +311,7 @@ def central_jobs(args: argparse.Namespace, exp: Experiment) -> list[CentralJob]:
                     schedule=exp.schedule, ensemble=args.ensemble, mc_samples=args.mc_samples,
                     descriptor_layers=options.descriptor_layers, top_k=options.top_k,
                     train_on_validation=args.train_on_validation, vaal_steps=args.vaal_steps,
+                    val_folds=args.val_folds,
                 )
                 jobs.append(CentralJob(dataset=spec.name, data_root=str(args.data_root) if args.data_root else None,
                                        protocol=protocol, run=run, out=args.out, settings=settings, options=options,

@@ -85,7 +85,8 @@ def check(args: argparse.Namespace) -> None:
     if ALL_TRAIN in args.methods:
         raise UserError(f"{ALL_TRAIN} is a central reference; run it without --async-workers")
     for name in args.methods:
-        STRATEGIES.get(name)  # unknown: one line listing the valid ones
+        if STRATEGIES.get(name).held_out_folds:  # unknown: one line listing the valid ones
+            raise UserError(f"{name} trains on validation folds, a central-only protocol; run it without --async-workers")
     if args.ensemble != 1:
         raise UserError("asynchronous servers train one model (--ensemble 1)")
 

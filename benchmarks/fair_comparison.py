@@ -1,72 +1,141 @@
-"""The reporting benchmark (issue 3): curves and label-savings tables on biased and balanced
-Fashion-MNIST, random and rotation-pretrained starts, the validation-size sweep and the
-like-for-like baseline that also trains on the validation labels.
+"""The fair comparison on biased Fashion-MNIST: every method at every validation size, with and
+without training on the validation labels, every label counted, and the decision table.
 
-Each part is one run.py command (resumable; parts can run in parallel with --part), then
-run_plot.py's report is drawn and the small PNGs are copied into docs/.
+Each cell of the grid is one run.py command per seeded run (resumable: run.py skips finished
+iterations and folders another process is working on). The jobs go tier by tier, and within a
+tier run by run, so a grid stopped early still has every cell of the finished tiers with the
+same number of runs. `--workers 2` runs two jobs at once (one CPU thread each).
 
-    python benchmarks/fair_comparison.py                 # every part, then the report
-    python benchmarks/fair_comparison.py --part grid     # only one part (e.g. in a second shell)
-    python benchmarks/fair_comparison.py --report-only
+    python benchmarks/fair_comparison.py --workers 2            # every tier, then the report
+    python benchmarks/fair_comparison.py --tier 1 --workers 2   # the decision-table cells only
+    python benchmarks/fair_comparison.py --report-only          # tables and plots from what exists
+    python benchmarks/fair_comparison.py --list                 # the jobs, without running them
 """
 from __future__ import annotations
 
 import argparse
-import shutil
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from common.reporting import load_records  # noqa: E402
-from run_plot import report  # noqa: E402
-
-COMMON = ["--dataset", "fashion-mnist", "--runs", "5", "--iterations", "8", "--budget", "125", "--threads", "1", "--quiet"]
-PARTS = {
-    # rotation-pretrained starts on the issue-2 protocol, and the all-train reference line
-    "unsup1": ["--imbalance", "100", "--unsupervised", "1", "--methods", "random,entropy,fk-nn"],
-    "all-train": ["--imbalance", "100", "--methods", "all-train"],
-    # a balanced pool, both starts
-    "balanced": ["--imbalance", "1", "--unsupervised", "0,1", "--methods", "random,entropy,fk-nn"],
-    # how FK degrades when the labelled validation set shrinks (baselines re-run: the pool changes too)
-    "val10": ["--imbalance", "100", "--val-per-class", "10", "--methods", "random,fk-nn"],
-    "val100": ["--imbalance", "100", "--val-per-class", "100", "--methods", "random,entropy,fk-nn"],
-    # like-for-like: baselines that also train on the validation labels FK reads (100 per class;
-    # 1000 per class would mean training on 10k+ images 8 times per run)
-    "trainval": ["--imbalance", "100", "--val-per-class", "100", "--methods", "random,entropy",
-                 "--train-on-validation"],
-}
+COMMON = ("--dataset", "fashion-mnist", "--iterations", "8", "--budget", "125", "--threads", "1", "--quiet")
+BASELINES = "random,entropy,badge"
+FK_PLAIN = "fk-nn"
+FK_WITH_VALIDATION = "fk-nn-split,fk-nn-kfold"  # fk-nn +trainval is the naive reference, run with the baselines
+BEST_FK_WITH_VALIDATION = "fk-nn-kfold"  # the variant the wider checks (other minority sets, ir) use
+CONFUSABLE_MINORITY = "2,4,6"  # pullover, coat, shirt: easily taken for T-shirts (0) and each other
+RUNS = 5
 
 
-def run_part(name: str, out: Path) -> None:
-    command = [sys.executable, str(REPO / "run.py"), *COMMON, *PARTS[name], "--out", str(out)]
-    print("$", " ".join(command[1:]), flush=True)
-    subprocess.run(command, check=True, cwd=REPO)
+@dataclass(frozen=True)
+class Cell:
+    """One curve family of the grid: a run.py setting and the methods run on it."""
+
+    name: str
+    tier: int
+    arguments: tuple[str, ...]
+    runs: int = RUNS
+
+    def command(self, out: Path, run: int) -> list[str]:
+        return [sys.executable, str(REPO / "run.py"), *COMMON, *self.arguments,
+                "--run-start", str(run), "--run-stop", str(run + 1), "--out", str(out)]
+
+
+def ir100(val_per_class: int, methods: str, *extra: str) -> tuple[str, ...]:
+    return ("--imbalance", "100", "--val-per-class", str(val_per_class), "--methods", methods, *extra)
+
+
+def grid() -> list[Cell]:
+    """Every cell, in priority order within its tier."""
+    cells = []
+    for val in (10, 100):  # tier 1: what the decision table needs first
+        cells += [
+            Cell(f"val{val}", 1, ir100(val, f"{BASELINES},{FK_PLAIN},{FK_WITH_VALIDATION}")),
+            Cell(f"val{val}-trainval", 1, ir100(val, f"random,entropy,{FK_PLAIN}", "--train-on-validation")),
+        ]
+    cells += [  # tier 2: the other validation size, MC dropout, the wider checks (3 runs)
+        Cell("val50", 2, ir100(50, f"{BASELINES},{FK_PLAIN},{FK_WITH_VALIDATION}"), runs=3),
+        Cell("val50-trainval", 2, ir100(50, f"random,entropy,{FK_PLAIN}", "--train-on-validation"), runs=3),
+        Cell("confusable-minority", 2, ("--imbalance", "100", "--val-per-class", "10", "--minority-classes",
+                                        CONFUSABLE_MINORITY, "--methods",
+                                        f"random,entropy,{FK_PLAIN},{BEST_FK_WITH_VALIDATION}"), runs=3),
+        Cell("confusable-minority-trainval", 2, ("--imbalance", "100", "--val-per-class", "10", "--minority-classes",
+                                                 CONFUSABLE_MINORITY, "--methods", "entropy",
+                                                 "--train-on-validation"), runs=3),
+        Cell("ir20", 2, ("--imbalance", "20", "--val-per-class", "10", "--methods",
+                         f"random,entropy,{FK_PLAIN},{BEST_FK_WITH_VALIDATION}"), runs=3),
+        Cell("ir20-trainval", 2, ("--imbalance", "20", "--val-per-class", "10", "--methods", "entropy",
+                                  "--train-on-validation"), runs=3),
+        Cell("val100-mc", 2, ir100(100, "var-ratio-mc"), runs=3),
+        Cell("val10-badge-trainval", 2, ir100(10, "badge", "--train-on-validation"), runs=3),
+        Cell("val100-badge-trainval", 2, ir100(100, "badge", "--train-on-validation"), runs=3),
+    ]
+    cells += [  # tier 3: the rest of the grid (the last runs, 1000 per class, starts, MC dropout everywhere)
+        Cell("val50-rest", 3, ir100(50, f"{BASELINES},{FK_PLAIN},{FK_WITH_VALIDATION}")),
+        Cell("val50-trainval-rest", 3, ir100(50, f"random,entropy,badge,{FK_PLAIN}", "--train-on-validation")),
+        Cell("val10-mc", 3, ir100(10, "var-ratio-mc")),
+        Cell("val100-mc-rest", 3, ir100(100, "var-ratio-mc")),
+        Cell("val10-mc-trainval", 3, ir100(10, "var-ratio-mc", "--train-on-validation")),
+        Cell("val10-badge-trainval-rest", 3, ir100(10, "badge", "--train-on-validation")),
+        Cell("val100-badge-trainval-rest", 3, ir100(100, "badge", "--train-on-validation")),
+        Cell("val1000", 3, ir100(1000, f"{BASELINES},{FK_PLAIN},{FK_WITH_VALIDATION}")),
+        Cell("rotation-start", 3, ir100(100, f"random,entropy,{FK_PLAIN},{BEST_FK_WITH_VALIDATION}",
+                                        "--unsupervised", "1")),
+        Cell("all-train", 3, ir100(100, "all-train")),
+        # training on 10 000 validation images 9 times a run: about 15 CPU minutes per run and method
+        Cell("val1000-trainval", 3, ir100(1000, f"random,entropy,{FK_PLAIN}", "--train-on-validation")),
+        Cell("val50-mc", 3, ir100(50, "var-ratio-mc")),
+        Cell("val100-mc-trainval", 3, ir100(100, "var-ratio-mc", "--train-on-validation")),
+    ]
+    return cells
+
+
+def jobs(cells: list[Cell], tiers: set[int] | None) -> list[tuple[Cell, int]]:
+    """(cell, run) pairs: tier by tier, and within a tier run 0 of every cell, then run 1..."""
+    chosen = [c for c in cells if tiers is None or c.tier in tiers]
+    return [(cell, run) for tier in sorted({c.tier for c in chosen}) for run in range(RUNS)
+            for cell in chosen if cell.tier == tier and run < cell.runs]
+
+
+def run_job(job: tuple[Cell, int], out: Path) -> int:
+    cell, run = job
+    command = cell.command(out, run)
+    print(f"[{cell.name} run{run}] $ {' '.join(command[1:])}", flush=True)
+    return subprocess.run(command, cwd=REPO).returncode
+
+
+def run_grid(todo: list[tuple[Cell, int]], out: Path, workers: int) -> list[str]:
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        codes = list(pool.map(lambda job: run_job(job, out), todo))
+    return [f"{cell.name} run{run}" for (cell, run), code in zip(todo, codes, strict=True) if code]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=REPO / "local_data" / "bench")
-    parser.add_argument("--part", choices=sorted(PARTS), action="append", help="run only these parts")
+    parser.add_argument("--tier", type=int, action="append", help="run only these tiers (1 = decision table)")
+    parser.add_argument("--workers", type=int, default=2, help="jobs at once, one CPU thread each")
     parser.add_argument("--report-only", action="store_true")
+    parser.add_argument("--list", action="store_true", help="print the jobs and stop")
     parser.add_argument("--docs", type=Path, default=REPO / "docs")
     args = parser.parse_args()
-    if not args.report_only:
-        for name in args.part or PARTS:
-            run_part(name, args.out)
-    if args.part and not args.report_only:
+    todo = jobs(grid(), set(args.tier) if args.tier else None)
+    if args.list:
+        for cell, run in todo:
+            print(f"tier {cell.tier} {cell.name} run{run}: {' '.join(cell.command(args.out, run)[2:])}")
         return
-    records = load_records(args.out / "fashion-mnist")
-    plots = args.out / "fashion-mnist" / "plots"
-    written = report(records, "fashion-mnist", plots, count_validation=False, target=None)
-    written += report(records, "fashion-mnist", plots, count_validation=True, target=None)
-    args.docs.mkdir(exist_ok=True)
-    for path in written:
-        if path.suffix in (".png", ".md"):
-            shutil.copy(path, args.docs / path.name)
-        print(path)
+    if not args.report_only:
+        failed = run_grid(todo, args.out, args.workers)
+        if failed:
+            sys.exit(f"failed jobs (rerun to resume): {', '.join(failed)}")
+    from benchmarks.fair_report import write_report  # noqa: PLC0415  (matplotlib only for the report)
+
+    write_report(args.out, args.docs)
 
 
 if __name__ == "__main__":

@@ -36,6 +36,7 @@ from common.seeding import numpy_rng, torch_global_seed, torch_seed
 from common.splits import PoolSplit, make_split
 from common.strategies import STRATEGIES, AcquisitionOptions, AcquisitionState
 from common.unsup import pretrain_rotation, transfer_weights
+from common.validation_folds import stratified_folds
 
 INITIAL_KINDS = ("random", "rotation")  # --unsupervised 0 and 1
 
@@ -74,6 +75,7 @@ class RunSettings:
     top_k: int
     train_on_validation: bool = False  # like-for-like baseline: every method also trains on the validation set
     vaal_steps: int = 300
+    val_folds: int = 5  # fk-nn-split / fk-nn-kfold: validation folds, one held out of training
 
 
 @dataclass
@@ -400,12 +402,12 @@ def _run_active_learning(
     models = build_models(spec, states, strategy.mc_dropout)
 
     oracle = Oracle(ctx.pool.labels, revealed=load_acquired(ctx, folder, records, settings.budget))
-    validation = ctx.validation if settings.train_on_validation else None
     for iteration in range(start, settings.iterations):
+        read, trained = validation_parts(ctx, settings, iteration)
         state = AcquisitionState(
             models=models, to_input=spec.normalise, pool=ctx.pool,
             unlabelled=np.setdiff1d(np.arange(len(ctx.pool)), oracle.labelled),
-            validation=ctx.validation, iteration=iteration, budget=settings.budget,
+            validation=read, iteration=iteration, budget=settings.budget,
             rng=numpy_rng(seed, "acquire", iteration), seed=torch_seed(seed, "acquire", iteration), options=options,
             scratch=folder / "scratch",
         )
@@ -413,7 +415,7 @@ def _run_active_learning(
         loop.save_acquired(folder, iteration, ctx.split.pool_indices[chosen])
         oracle.reveal(chosen)
 
-        images, labels = loop.training_set(ctx.pool, oracle, validation)
+        images, labels = loop.training_set(ctx.pool, oracle, trained)
         member_seeds = [torch_seed(seed, "train", iteration, m) for m in range(len(models))]
         train_seconds = loop.fit(models, images, labels, settings.schedule, spec.normalise, member_seeds, ctx.device,
                                  ctx.progress, description=f"train b={iteration}")
@@ -428,6 +430,26 @@ def _run_active_learning(
             f"minority={record['minority_acc']:.4f} acquire={acquire_seconds:.1f}s train={train_seconds:.1f}s"
         )
     return records
+
+
+def validation_parts(ctx: RunContext, settings: RunSettings, iteration: int) -> tuple[Split, Split | None]:
+    """(the validation images the acquisition at `iteration` reads, those trained on after it, or None).
+
+    Every method reads the whole validation set and trains on it only with --train-on-validation, except
+    the held-out-fold FK methods (fk-nn-split, fk-nn-kfold), which train on all folds but one and read
+    the misses of a fold the acquiring model never saw."""
+    plan = STRATEGIES.get(settings.method).held_out_folds
+    if plan is None:
+        return ctx.validation, (ctx.validation if settings.train_on_validation else None)
+    fold_of = stratified_folds(ctx.validation.labels.numpy(), settings.val_folds,
+                               numpy_rng(ctx.protocol.seed, "validation-folds"))
+    read, trained = plan.parts(fold_of, iteration, settings.val_folds)
+    return subset(ctx.validation, read), subset(ctx.validation, trained)
+
+
+def subset(split: Split, positions: np.ndarray) -> Split:
+    return Split(images=take(split.images, positions), labels=split.labels[torch.from_numpy(positions)],
+                 source=split.source)
 
 
 ALL_TRAIN = "all-train"  # reference method: the whole pool labelled, trained once

@@ -20,6 +20,7 @@ from common.images import Images, take
 from common.registry import Registry
 from common.search import DEFAULT_SETTINGS, SearchSettings
 from common.train import ToInput
+from common.validation_folds import HeldOutFolds
 
 
 @dataclass(frozen=True)
@@ -65,6 +66,8 @@ class Strategy(ABC):
 
     mc_dropout: bool = False  # build the task model with its MC-dropout layers
     uses_validation_labels: bool = False  # reads the labelled validation set (a labelling cost too)
+    # trains on part of the validation set and reads the misses of the rest (common/validation_folds.py)
+    held_out_folds: HeldOutFolds | None = None
     # RunSettings fields this strategy reads beyond the shared ones (common.experiment.SHARED_SETTINGS);
     # only these are stored with its runs and compared on resume
     run_settings: tuple[str, ...] = ()

@@ -12,19 +12,23 @@ import torch
 from common.gen_descr import DescriptorStore, Reference, compute_descriptors, images_layout, validation_descriptors
 from common.main_descr import fisher_kernel_acquire, miss_set
 from common.strategies.base import STRATEGIES, AcquisitionState, Strategy
+from common.validation_folds import HeldOutFolds
 
 
 class FisherKernelStrategy(Strategy):
     """Match the unlabelled pool to the centres of the misclassified validation images.
 
     pseudo_label: None for features only (paper R_z), else a key of gen_descr.PSEUDO_LABELS.
+    held_out_folds: also train on the validation set, all but a held-out fold whose misses are read
+    (state.validation is then that fold; see common/validation_folds.py).
     """
 
     uses_validation_labels = True
-    run_settings = ("descriptor_layers", "top_k")
 
-    def __init__(self, pseudo_label: str | None) -> None:
+    def __init__(self, pseudo_label: str | None, held_out_folds: HeldOutFolds | None = None) -> None:
         self.pseudo_label = pseudo_label
+        self.held_out_folds = held_out_folds
+        self.run_settings = ("descriptor_layers", "top_k") + (("val_folds",) if held_out_folds else ())
 
     def select(self, state: AcquisitionState) -> np.ndarray:
         store = DescriptorStore(state.options.descriptor_store, state.scratch)
@@ -62,6 +66,8 @@ class FisherKernelStrategy(Strategy):
 STRATEGIES.register("fk-features", FisherKernelStrategy(pseudo_label=None))
 STRATEGIES.register("fk-pred", FisherKernelStrategy(pseudo_label="pred"))
 STRATEGIES.register("fk-nn", FisherKernelStrategy(pseudo_label="nn"))
+STRATEGIES.register("fk-nn-split", FisherKernelStrategy(pseudo_label="nn", held_out_folds=HeldOutFolds(rotate=False)))
+STRATEGIES.register("fk-nn-kfold", FisherKernelStrategy(pseudo_label="nn", held_out_folds=HeldOutFolds(rotate=True)))
 STRATEGIES.register("fk-nn-grad", FisherKernelStrategy(pseudo_label="nn-grad"))
 STRATEGIES.register("fk-oracle", FisherKernelStrategy(pseudo_label="true"))
 STRATEGIES.register("fk-cov", FisherKernelStrategy(pseudo_label="cov"))
