@@ -39,6 +39,7 @@ from common.experiment import (
     RunSettings,
     ensure_initial_models,
     imbalance_name,
+    minority_set_name,
     prepare_run,
     run_central_job,
 )
@@ -200,6 +201,7 @@ def protocols(args: argparse.Namespace, spec: DatasetSpec) -> list[tuple[int, Pr
             found.append((run, Protocol(
                 dataset=spec.name, imbalance=imbalance, val_per_class=args.val_per_class or spec.val_per_class,
                 minority_classes=minority, seed=args.seed + run, imbalance_rule=spec.imbalance_rule,
+                minority_set=minority_set_name(minority) if args.minority_classes else "",
             )))
     return found
 

@@ -28,12 +28,9 @@ from common.datasets import LOCAL_DATA  # noqa: E402
 from common.errors import UserError  # noqa: E402
 from common.experiment import imbalance_name, protocol_name  # noqa: E402
 from common.reporting import (  # noqa: E402
-    ALL_TRAIN, Curve, aggregate, label_savings, load_queries, load_records, load_rounds, query_waits, round_curves,
-    safe_name, savings_markdown,
+    ALL_TRAIN, METRICS, Curve, aggregate, label_savings, load_queries, load_records, load_rounds, query_waits,
+    round_curves, safe_name, savings_markdown,
 )
-
-METRICS = (("test_acc", "test accuracy"), ("minority_acc", "minority-class accuracy"),
-           ("balanced_acc", "balanced accuracy"))
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -42,9 +39,12 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", type=Path, default=LOCAL_DATA, help="results folder given to run.py (default: local_data/)")
     parser.add_argument("--imbalance", type=imbalance_ratio, default=None, help="only this imbalance ratio")
     parser.add_argument("--count-validation", action="store_true",
-                        help="x axis = pool labels + the validation labels a method used (FK, +trainval)")
+                        help="plots' x axis = pool labels + the validation labels a method used (FK, +trainval); "
+                             "the label-savings tables always count them")
+    parser.add_argument("--metric", choices=("all", *METRICS), default="all",
+                        help="the accuracy label savings are computed on: one table per metric (default: all)")
     parser.add_argument("--target", type=fraction, default=None,
-                        help="accuracy target of the label-savings table (default: best baseline at the final budget)")
+                        help="target of the label-savings tables (default: best baseline at its final budget)")
     return parser
 
 
@@ -61,7 +61,7 @@ def variant_title(variant: str) -> str:
 
 def draw(setting: tuple, per_metric: dict[str, dict[str, Curve]], savings_text: str, title: str, x_name: str):
     figure, axes = plt.subplots(1, len(METRICS), figsize=(6.2 * len(METRICS), 4.8))
-    for axis, (metric, metric_title) in zip(axes, METRICS):
+    for axis, (metric, metric_title) in zip(axes, METRICS.items()):
         for method, curve in sorted(per_metric[metric].items()):
             if method == ALL_TRAIN:
                 axis.axhline(curve.mean[0], color="black", linestyle="--", linewidth=1,
@@ -93,43 +93,57 @@ def write_csv(path: Path, per_setting: dict[tuple, dict[str, dict[str, Curve]]])
                                          int(x), f"{mean:.6f}", f"{std:.6f}", int(runs), variant])
 
 
-def report(records: list[dict], dataset: str, folder: Path, count_validation: bool, target: float | None) -> list[Path]:
-    """Write every plot and table for `records`; returns the written paths."""
+def report(records: list[dict], dataset: str, folder: Path, count_validation: bool, target: float | None,
+           metrics: tuple[str, ...] = tuple(METRICS)) -> list[Path]:
+    """Write every plot and table for `records`; returns the written paths. The plots' x axis counts
+    validation labels with `count_validation`; the label-savings tables (one per metric in `metrics`)
+    always count every label."""
     folder.mkdir(parents=True, exist_ok=True)
     x_name = "labelled pool + validation images" if count_validation else "labelled pool images"
-    per_setting: dict[tuple, dict[str, dict[str, Curve]]] = {}
-    for metric, _ in METRICS:
-        for (*setting, method), curve in aggregate(records, metric, count_validation).items():
-            per_setting.setdefault(tuple(setting), {m: {} for m, _ in METRICS})[metric][method] = curve
+    per_setting = curves_per_setting(records, count_validation)
+    counted = curves_per_setting(records, True)
     written = []
     for setting, per_metric in sorted(per_setting.items(), key=str):
-        stem = setting_stem(setting, count_validation)
-        learning = {m: c for m, c in per_metric["test_acc"].items()}
-        try:
-            goal, best, rows = label_savings(learning, target)
-            table = savings_markdown(goal, best, rows, x_name)
-            short = "\n".join(f"{r.method[:14]:<14} {('%.0f' % r.labels) if r.labels else 'not reached':>11}"
-                              f"  {r.vs_random:>11} vs random" for r in rows)
-            box = f"labels to reach {goal:.3f}:\n{short}"
-        except ValueError as error:
-            table, box = f"No label-savings table: {error}.", ""
+        tables = [savings_table(counted[setting][metric], target, metric) for metric in metrics]
         imbalance, val_per_class, unsupervised, variant = setting
         start = "rotation-pretrained" if unsupervised else "random"
         title = f"{dataset}, imbalance {imbalance:g}, {val_per_class} validation images/class, {start} start"
         if variant:
             title += f"\n{variant_title(variant)}"
-        figure = draw(setting, per_metric, box, title, x_name)
+        figure = draw(setting, per_metric, tables[0][1], title, x_name)
+        stem = setting_stem(setting, count_validation)
         for suffix in (".png", ".pdf"):
             figure.savefig(folder / f"curves_{stem}{suffix}", dpi=120)
             written.append(folder / f"curves_{stem}{suffix}")
         plt.close(figure)
-        markdown = folder / f"savings_{stem}.md"
-        markdown.write_text(f"# {title}\n\n{table}\n")
+        markdown = folder / f"savings_{setting_stem(setting, False)}.md"
+        markdown.write_text(f"# {title}\n\n" + "\n\n".join(table for table, _ in tables) + "\n")
         written.append(markdown)
     csv_path = folder / ("curves_countval.csv" if count_validation else "curves.csv")
     write_csv(csv_path, per_setting)
     written.append(csv_path)
     return written
+
+
+def curves_per_setting(records: list[dict], count_validation: bool) -> dict[tuple, dict[str, dict[str, Curve]]]:
+    """setting key -> metric -> method label -> Curve."""
+    per_setting: dict[tuple, dict[str, dict[str, Curve]]] = {}
+    for metric in METRICS:
+        for (*setting, method), curve in aggregate(records, metric, count_validation).items():
+            per_setting.setdefault(tuple(setting), {m: {} for m in METRICS})[metric][method] = curve
+    return per_setting
+
+
+def savings_table(curves: dict[str, Curve], target: float | None, metric: str) -> tuple[str, str]:
+    """(Markdown label-savings table of `metric`, every label counted; the short text boxed in the plot)."""
+    try:
+        goal, best, rows = label_savings(curves, target, validation_counted=True)
+    except ValueError as error:
+        return f"No label-savings table for {METRICS[metric]}: {error}.", ""
+    table = savings_markdown(goal, best, rows, "labelled pool + validation images", metric)
+    short = "\n".join(f"{r.method[:14]:<14} {('%.0f' % r.labels) if r.labels else 'not reached':>11}"
+                      f"  {r.vs_random:>11} vs random" for r in rows)
+    return table, f"labels (pool + validation) to reach\n{METRICS[metric]} {goal:.3f}:\n{short}"
 
 
 def draw_rounds(lines: list[dict], folder: Path, dataset: str) -> list[Path]:
@@ -234,7 +248,8 @@ def main(args: argparse.Namespace) -> None:
         if not records:
             raise UserError(f"no results for --imbalance {imbalance_name(args.imbalance)} under {root} "
                             f"(found: {', '.join(map(imbalance_name, found))})")
-    for path in report(records, args.dataset, root / "plots", args.count_validation, args.target):
+    metrics = tuple(METRICS) if args.metric == "all" else (args.metric,)
+    for path in report(records, args.dataset, root / "plots", args.count_validation, args.target, metrics):
         print(path)
     rounds = [line for line in load_rounds(root) if args.imbalance is None or line["imbalance"] == args.imbalance]
     for path in draw_rounds(rounds, root / "plots", args.dataset):

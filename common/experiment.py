@@ -53,11 +53,12 @@ class Protocol:
     imbalance_rule: str = "joint"  # common.splits.IMBALANCE_RULES
     federation: str = ""  # federated runs: clients, partition and training (federated.task.Federation.name)
     asynchronous: str = ""  # asynchronous runs: workers, servers, assignment, split, batch (asynchronous.experiment)
+    minority_set: str = ""  # a minority set the user chose (minority_set_name); "" for the dataset's default rule
 
     @property
     def variant(self) -> str:
-        """The distributed part of the protocol's folder name ("" for a central run)."""
-        return protocol_variant(self.federation, self.asynchronous)
+        """The chosen-minority and distributed part of the protocol's folder name ("" for a default central run)."""
+        return protocol_variant(self.federation, self.asynchronous, self.minority_set)
 
 
 @dataclass(frozen=True)
@@ -118,11 +119,17 @@ def imbalance_name(imbalance: float) -> str:
     return text.removesuffix(".0")
 
 
-def protocol_variant(federation: str = "", asynchronous: str = "") -> str:
-    """How a federated or asynchronous protocol is named in folders, records' setting keys and plots:
-    "fed-<federation>", "async-<asynchronous>", "" for a central run (the one place of that naming)."""
-    return "_".join(part for part in (federation and f"fed-{federation}", asynchronous and f"async-{asynchronous}")
-                    if part)
+def protocol_variant(federation: str = "", asynchronous: str = "", minority_set: str = "") -> str:
+    """How a protocol beyond imbalance and validation size is named in folders, records' setting keys and
+    plots: a chosen minority set ("min2-4-6"), then "fed-<federation>", "async-<asynchronous>"; "" for a
+    central run with the dataset's minority classes (the one place of that naming)."""
+    parts = (minority_set, federation and f"fed-{federation}", asynchronous and f"async-{asynchronous}")
+    return "_".join(part for part in parts if part)
+
+
+def minority_set_name(classes: tuple[int, ...]) -> str:
+    """A user-chosen minority set in folder names: (2, 4, 6) -> "min2-4-6"."""
+    return "min" + "-".join(str(c) for c in classes)
 
 
 def protocol_name(imbalance: float, val_per_class: int, variant: str = "") -> str:
@@ -545,6 +552,7 @@ def run_record(
         "budget": settings.budget,
         "val_per_class": ctx.protocol.val_per_class,
         "minority_classes": list(ctx.protocol.minority_classes),
+        "minority_set": ctx.protocol.minority_set,
         "pool_size": len(ctx.pool),
         "ensemble": settings.ensemble,
         "train_on_validation": settings.train_on_validation,

@@ -16,6 +16,9 @@ from common.records import read_metrics, read_queries, read_rounds
 from common.experiment import ALL_TRAIN, protocol_variant
 from common.strategies import STRATEGIES
 
+# the accuracies every metrics line holds, as plots and tables name them (the one list of them)
+METRICS = {"test_acc": "test accuracy", "minority_acc": "minority-class accuracy", "balanced_acc": "balanced accuracy"}
+
 
 def load_records(root: Path) -> list[dict]:
     """Every record of every metrics.jsonl below `root`, in a stable order."""
@@ -79,16 +82,32 @@ def method_label(record: dict) -> str:
 
 def setting_key(record: dict) -> tuple:
     """What must match for curves to share a plot: imbalance, validation size, initial model, and the
-    protocol variant of federated and asynchronous runs ("fed-<federation>", "async-<...>"; "" for
-    central runs): common.experiment.protocol_variant, so plots are named like the run folders."""
-    variant = protocol_variant(record.get("federation", ""), record.get("asynchronous", ""))
+    protocol variant (a chosen minority set "min2-4-6", federated "fed-<federation>", asynchronous
+    "async-<...>"; "" for a default central run): common.experiment.protocol_variant, so plots are named
+    like the run folders."""
+    variant = protocol_variant(record.get("federation", ""), record.get("asynchronous", ""),
+                               record.get("minority_set", ""))
     return (record["imbalance"], record.get("val_per_class"), record["unsupervised"], variant)
 
 
 def uses_validation_labels(label: str) -> bool:
     """Whether a curve's method consumed the labelled validation set (FK methods, +trainval)."""
+    return label.endswith("+trainval") or reads_validation(label)
+
+
+def reads_validation(label: str) -> bool:
+    """Whether a curve's acquisition reads validation labels (this project's FK methods, any variant)."""
     method = label.removesuffix("+trainval")
-    return label.endswith("+trainval") or (method in STRATEGIES and STRATEGIES.get(method).uses_validation_labels)
+    return method in STRATEGIES and STRATEGIES.get(method).uses_validation_labels
+
+
+def is_baseline(label: str, validation_counted: bool) -> bool:
+    """A curve FK is compared against: a method whose acquisition reads no validation labels. Training on
+    the validation set (+trainval) makes it a baseline only when those labels are counted (else it got
+    them free)."""
+    if label == ALL_TRAIN or reads_validation(label):
+        return False
+    return validation_counted or not label.endswith("+trainval")
 
 
 @dataclass
@@ -160,14 +179,17 @@ def _saving_text(labels: float | None, reference: float | None, reference_final:
     return f"{100 * (1 - labels / reference):.0f}%"
 
 
-def label_savings(curves: dict[str, Curve], target: float | None = None) -> tuple[float, str, list[Saving]]:
+def label_savings(
+    curves: dict[str, Curve], target: float | None = None, validation_counted: bool = False,
+) -> tuple[float, str, list[Saving]]:
     """Labels each method needs to reach `target` and the saving against random and the best
-    baseline (a method that uses no validation labels).
+    baseline (is_baseline: with `validation_counted`, i.e. curves whose x counts validation labels,
+    the baselines that trained on the validation set compete too).
 
-    The default target is the best baseline's mean accuracy at its final labelled count.
+    The default target is the best baseline's mean at its final labelled count.
     Returns (target, best baseline's name, rows sorted by labels needed).
     """
-    baselines = {m: c for m, c in curves.items() if m != ALL_TRAIN and not uses_validation_labels(m)}
+    baselines = {m: c for m, c in curves.items() if is_baseline(m, validation_counted)}
     best = max(baselines, key=lambda m: baselines[m].mean[-1]) if baselines else None
     if target is None:
         if best is None:
@@ -191,10 +213,10 @@ def label_savings(curves: dict[str, Curve], target: float | None = None) -> tupl
     return target, best or "-", rows
 
 
-def savings_markdown(target: float, best: str, rows: list[Saving], x_name: str) -> str:
-    """The label-savings table as Markdown."""
+def savings_markdown(target: float, best: str, rows: list[Saving], x_name: str, metric: str = "test_acc") -> str:
+    """The label-savings table of one metric (a key of METRICS) as Markdown."""
     lines = [
-        f"Target test accuracy {target:.4f} (best baseline: {best}); {x_name}.",
+        f"Target {METRICS[metric]} {target:.4f} (best baseline: {best}); {x_name}.",
         "",
         "| method | labels to reach target | saving vs random | saving vs best baseline |",
         "|---|---|---|---|",
@@ -202,6 +224,98 @@ def savings_markdown(target: float, best: str, rows: list[Saving], x_name: str) 
     for row in rows:
         labels = f"{row.labels:.0f}" if row.labels is not None else f"not reached by {row.final_x:.0f}"
         lines.append(f"| {row.method} | {labels} | {row.vs_random} | {row.vs_best_baseline} |")
+    return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class Standing:
+    """One curve at a total label budget: its point with the most labels within the budget."""
+
+    label: str  # method label (+trainval ...)
+    val_per_class: int
+    labels: int  # labels of that point (pool + validation the method used)
+    mean: float
+    std: float
+    runs: int
+
+    def name(self) -> str:
+        return f"{self.label} (val {self.val_per_class}/class)"
+
+
+def standings(curves: dict[tuple[int, str], Curve], budget: int) -> list[Standing]:
+    """Every curve's point with the most labels <= `budget` (curves keyed by (validation per class, method
+    label), x counting every label), best mean first; a curve with no point within the budget is left out."""
+    found = []
+    for (val_per_class, label), curve in curves.items():
+        within = np.flatnonzero((curve.x <= budget) & np.isfinite(curve.mean))
+        if label == ALL_TRAIN or not len(within):
+            continue
+        i = within[-1]
+        found.append(Standing(label, val_per_class, int(curve.x[i]), float(curve.mean[i]), float(curve.std[i]),
+                              int(curve.runs[i])))
+    return sorted(found, key=lambda s: (-s.mean, s.labels, s.name()))
+
+
+def gap_in_std(first: Standing, second: Standing) -> float:
+    """(first - second) in units of their pooled run-to-run std; NaN when neither varies (one run each)."""
+    pooled = float(np.sqrt((first.std ** 2 + second.std ** 2) / 2))
+    difference = first.mean - second.mean
+    if pooled > 0:
+        return difference / pooled
+    return 0.0 if difference == 0 else float("nan")
+
+
+@dataclass(frozen=True)
+class Decision:
+    """The decision table's row for one total label budget."""
+
+    budget: int
+    best: Standing
+    runner_up: Standing | None  # the best curve of another method (other validation sizes of it aside)
+    best_fk: Standing | None  # the best of this project's FK methods
+    best_baseline: Standing | None  # the best baseline (is_baseline, validation labels counted)
+    fk_labels_to_match: float | None  # labels the best-placed FK curve needs to reach best_baseline's mean
+
+
+def decide(curves: dict[tuple[int, str], Curve], budget: int) -> Decision | None:
+    """Which method to use for a total budget of `budget` labels (curves as for `standings`)."""
+    ranked = standings(curves, budget)
+    if not ranked:
+        return None
+    best = ranked[0]
+    runner_up = next((s for s in ranked if s.label != best.label), None)
+    best_fk = next((s for s in ranked if reads_validation(s.label)), None)
+    best_baseline = next((s for s in ranked if is_baseline(s.label, validation_counted=True)), None)
+    to_match = None
+    if best_baseline is not None:
+        reach = [labels_to_reach(c.x, c.mean, best_baseline.mean) for (_, label), c in curves.items()
+                 if reads_validation(label)]
+        to_match = min((r for r in reach if r is not None), default=None)
+    return Decision(budget, best, runner_up, best_fk, best_baseline, to_match)
+
+
+def decision_markdown(decisions: list[Decision], metric: str) -> str:
+    """The decision table as Markdown: per total budget the best method, the runner-up and their gap, where
+    this project's FK stands, and the labels FK needs to match the best baseline."""
+    title = METRICS[metric]
+
+    def cell(s: Standing | None) -> str:
+        return "-" if s is None else f"{s.name()}: {s.mean:.3f} ± {s.std:.3f} at {s.labels} ({s.runs} runs)"
+
+    lines = [f"| total labels | best ({title}) | runner-up | gap (std) | best FK | best baseline | "
+             f"labels FK needs for the best baseline's {title} |", "|---|---|---|---|---|---|---|"]
+    for d in decisions:
+        gap = gap_in_std(d.best, d.runner_up) if d.runner_up else float("nan")
+        gap_text = f"{gap:.1f}" if np.isfinite(gap) else "-"
+        if d.best_baseline is None:
+            match = "-"
+        elif d.fk_labels_to_match is None:
+            match = "not reached"
+        else:
+            saving = 1 - d.fk_labels_to_match / d.best_baseline.labels
+            match = f"{d.fk_labels_to_match:.0f} ({abs(100 * saving):.0f}% {'fewer' if saving >= 0 else 'more'})"
+        lines.append(f"| {d.budget} | {cell(d.best)} | {cell(d.runner_up)} | {gap_text} | {cell(d.best_fk)} | "
+                     f"{cell(d.best_baseline)} | {match} |")
     return "\n".join(lines)
 
 

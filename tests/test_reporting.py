@@ -383,13 +383,27 @@ def test_run_plot_savings_markdown(plotted):
     _, plots, _ = plotted
     text = (plots / "savings_ir100_val10_unsup0.md").read_text()
     assert text.startswith("# toy, imbalance 100, 10 validation images/class, random start\n")
-    assert "Target test accuracy 0.7000 (best baseline: entropy); labelled pool images." in text
-    table = [line for line in text.splitlines() if line.startswith("| ") and not line.startswith("| method")]
-    assert table == [
-        "| fk-nn | 200 | >= 33% | 33% |",
+    # every label counted: fk-nn's 100 validation labels move its 0.7 from 200 to 300 labels
+    assert "Target test accuracy 0.7000 (best baseline: entropy); labelled pool + validation images." in text
+    tables = text.split("Target ")[1:]
+    assert [t.split(" 0.")[0] for t in tables] == ["test accuracy", "minority-class accuracy", "balanced accuracy"]
+    rows = [line for line in tables[0].splitlines() if line.startswith("| ") and not line.startswith("| method")]
+    assert rows == [
         "| entropy | 300 | >= 0% | - |",
+        "| fk-nn | 300 | >= 0% | 0% |",
         "| random | not reached by 300 | - | not reached |",
     ]
+    assert "Target minority-class accuracy 0.4500 (best baseline: entropy)" in text  # entropy's 0.7 - 0.25
+
+
+def test_run_plot_one_metric(tmp_path):
+    plots = write_tree(tmp_path)
+    result = run_plot("--dataset", "toy", "--out", tmp_path, "--metric", "balanced_acc")
+    assert result.returncode == 0, result.stderr
+    text = (plots / "savings_ir100_val10_unsup0.md").read_text()
+    assert text.count("Target ") == 1
+    assert "Target balanced accuracy 0.5750 (best baseline: entropy)" in text  # 0.7 - 0.125
+    assert_one_line_error(run_plot("--dataset", "toy", "--out", tmp_path, "--metric", "f1"))
 
 
 def test_run_plot_count_validation(tmp_path):
@@ -398,14 +412,14 @@ def test_run_plot_count_validation(tmp_path):
     assert result.returncode == 0, result.stderr
     names = sorted(p.name for p in plots.iterdir())
     assert names == ["curves_countval.csv", "curves_ir100_val10_unsup0_countval.pdf",
-                     "curves_ir100_val10_unsup0_countval.png", "savings_ir100_val10_unsup0_countval.md"]
+                     "curves_ir100_val10_unsup0_countval.png", "savings_ir100_val10_unsup0.md"]
     assert all((plots / name).stat().st_size > 0 for name in names)
     table = csv_rows(plots / "curves_countval.csv")
     assert sorted(x for method, metric, x in table if method == "fk-nn" and metric == "test_acc") == [200, 300, 400]
     assert sorted(x for method, metric, x in table if method == "entropy" and metric == "test_acc") == [100, 200, 300]
     row = table[("fk-nn", "test_acc", 300)]  # the 200-label point moved by the 100 validation labels
     assert (row["mean"], row["std"], row["runs"]) == ("0.700000", "0.050000", "2")
-    text = (plots / "savings_ir100_val10_unsup0_countval.md").read_text()
+    text = (plots / "savings_ir100_val10_unsup0.md").read_text()  # the same tables: they always count every label
     assert "Target test accuracy 0.7000 (best baseline: entropy); labelled pool + validation images." in text
     assert "| fk-nn | 300 | >= 0% | 0% |" in text  # 300 labels in all, the same as entropy's
 
@@ -422,10 +436,11 @@ def test_report_explicit_target(tmp_path):
     assert all(p.exists() and p.stat().st_size > 0 for p in written)
     text = (tmp_path / "plots" / "savings_ir100_val10_unsup0.md").read_text()
     assert "Target test accuracy 0.6500 (best baseline: entropy)" in text
-    table = [line for line in text.splitlines() if line.startswith("| ") and not line.startswith("| method")]
-    assert table == [
-        "| fk-nn | 150 | >= 50% | 40% |",  # 1 - 150/300, 1 - 150/250
+    table = [line for line in text.split("Target ")[1].splitlines() if line.startswith("| ")
+             and not line.startswith("| method")]
+    assert sorted(table) == [  # fk-nn's 0.65 at 150 pool + 100 validation labels: a tie with entropy
         "| entropy | 250 | >= 17% | - |",  # 1 - 250/300
+        "| fk-nn | 250 | >= 17% | 0% |",
         "| random | not reached by 300 | - | not reached |",
     ]
 
@@ -436,7 +451,7 @@ def test_report_without_a_baseline_writes_a_note(tmp_path):
     records = curve_records("fk-nn", [0.6, 0.7, 0.8], validation_labels=100) + [record(ALL_TRAIN, 0, 0, POOL, 0.9)]
     run_plot_module.report(records, "toy", tmp_path, False, None)
     text = (tmp_path / "savings_ir100_val10_unsup0.md").read_text()
-    assert "No label-savings table: no baseline curve to take the target from; pass a target." in text
+    assert "No label-savings table for test accuracy: no baseline curve to take the target from; pass a target." in text
 
 
 def test_report_one_file_set_per_setting_with_safe_names(tmp_path):

@@ -1,0 +1,83 @@
+"""The fair comparison's report: run_plot.py's curves and label-savings tables (every label counted,
+one table per metric) for each setting, and the decision tables: for each total label budget
+(pool + validation), the best method, the runner-up and their gap in std units, where FK stands,
+and how many labels FK needs to match the best baseline.
+
+Written to benchmarks/results/fair_comparison.md; the plots and per-setting tables go to docs/.
+"""
+from __future__ import annotations
+
+import shutil
+from collections import defaultdict
+from pathlib import Path
+
+from benchmarks.reports import RESULTS
+from common.reporting import (
+    METRICS, Curve, aggregate, decide, decision_markdown, load_records, method_label, setting_key,
+)
+from run_plot import report, variant_title
+
+BUDGETS = (250, 500, 1000, 2000)  # total labels (pool + validation) of the decision table
+DECISION_METRICS = ("balanced_acc", "minority_acc", "test_acc")
+DATASET = "fashion-mnist"
+FINAL_ITERATION = 7  # the grid runs 8 iterations (benchmarks/fair_comparison.py)
+
+
+def decision_curves(records: list[dict], metric: str) -> dict[tuple, dict[tuple[int, str], Curve]]:
+    """(imbalance, initial model, protocol variant) -> (validation per class, method label) -> Curve, every
+    label counted: the curves one decision table chooses between (validation sizes side by side)."""
+    grouped: dict[tuple, dict[tuple[int, str], Curve]] = defaultdict(dict)
+    for (imbalance, val_per_class, unsupervised, variant, label), curve in aggregate(records, metric, True).items():
+        grouped[(imbalance, unsupervised, variant)][(val_per_class, label)] = curve
+    return grouped
+
+
+def protocol_title(imbalance: float, unsupervised: int, variant: str) -> str:
+    start = "rotation-pretrained start" if unsupervised else "random start"
+    return f"imbalance {imbalance:g}, {start}" + (f", {variant_title(variant)}" if variant else "")
+
+
+def decision_tables(records: list[dict]) -> str:
+    sections = []
+    for metric in DECISION_METRICS:
+        for protocol, curves in sorted(decision_curves(records, metric).items(), key=str):
+            decisions = [d for d in (decide(curves, budget) for budget in BUDGETS) if d is not None]
+            if decisions:
+                sections.append(f"### {METRICS[metric]}: {protocol_title(*protocol)}\n\n"
+                                f"{decision_markdown(decisions, metric)}")
+    return "\n\n".join(sections)
+
+
+def runs_table(records: list[dict]) -> str:
+    """Runs finished (all iterations) per setting and method label, so a reader sees what each cell rests on."""
+    finished: dict[tuple, dict[str, set]] = defaultdict(lambda: defaultdict(set))
+    for record in records:
+        imbalance, val_per_class, unsupervised, variant = setting_key(record)
+        if record["iteration"] == FINAL_ITERATION:
+            finished[(imbalance, unsupervised, variant, val_per_class)][method_label(record)].add(record["run"])
+    lines = ["| setting | validation/class | method: finished runs |", "|---|---|---|"]
+    for (imbalance, unsupervised, variant, val_per_class), by_label in sorted(finished.items(), key=str):
+        cells = ", ".join(f"{label} {len(runs)}" for label, runs in sorted(by_label.items()))
+        lines.append(f"| {protocol_title(imbalance, unsupervised, variant)} | {val_per_class} | {cells} |")
+    return "\n".join(lines)
+
+
+def write_report(out: Path, docs: Path) -> Path:
+    records = load_records(out / DATASET)
+    plots = out / DATASET / "plots"
+    written = report(records, DATASET, plots, count_validation=True, target=None)
+    written += report(records, DATASET, plots, count_validation=False, target=None)
+    docs.mkdir(exist_ok=True)
+    for path in written:
+        if path.suffix in (".png", ".md"):
+            shutil.copy(path, docs / path.name)
+    text = ("# Fair comparison on biased Fashion-MNIST: which method for which total label budget\n\n"
+            "Every label counted: pool labels + the validation labels a method read or trained on. A cell is the "
+            "curve's point with the most labels within the budget (mean ± std over runs); the gap is in units of "
+            "the two curves' pooled std.\n\n" + decision_tables(records) + "\n\n## Runs per cell\n\n"
+            + runs_table(records) + "\n")
+    RESULTS.mkdir(exist_ok=True)
+    path = RESULTS / "fair_comparison.md"
+    path.write_text(text)
+    print(text)
+    return path
