@@ -59,7 +59,7 @@ DEFAULT_METHODS = "random,entropy,fk-nn"
 
 def get_args_parser() -> argparse.ArgumentParser:
     parser = OneLineErrorParser(description=__doc__, formatter_class=DefaultsHelpFormatter)
-    data = parser.add_argument_group("data protocol (SPEC section 1)")
+    data = parser.add_argument_group("data protocol (docs/method.md#data-protocol)")
     data.add_argument("--dataset", default="digits", help=f"one of: {', '.join(DATASETS.names())}")
     data.add_argument("--data-root", type=Path, default=None,
                       help="folder with the dataset files (default: the dataset's usual places, then local_data/data)")
@@ -80,7 +80,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     runs.add_argument("--initial", action="store_true",
                       help="only create each run's random and rotation-pretrained initial models")
 
-    al = parser.add_argument_group("active learning (SPEC sections 2-6)")
+    al = parser.add_argument_group("active learning (docs/method.md#method)")
     al.add_argument("--methods", type=comma_list, default=None,
                     help=f"comma-separated, from: {', '.join(STRATEGIES.names())}; "
                          f"{ALL_TRAIN} trains once on the whole labelled pool (the reference line) "

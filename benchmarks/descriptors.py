@@ -6,7 +6,7 @@ in memory (so decoding is not measured), in one process, best of --repeats:
   z            feature descriptors (fk-features)
   z+g          features + Fisher scores with the predicted label (fk-pred; fk-nn adds only a lookup)
   train        one SGD epoch with the dataset's batch size
-The ratio forward/z+g is the issue's "within 3x of a plain forward pass" check. Timings vary
+The ratio forward/z+g checks the goal that z+g costs at most 3x a plain forward pass. Timings vary
 2-10x on shared machines: read the ratios. Results go to the Markdown file --out.
 
 With --memory-pool N it instead measures peak resident memory of z+g descriptor generation for

@@ -1,7 +1,7 @@
 """Label efficiency on a biased pool: accuracy per labelled count and seconds per acquisition.
 
-Default protocol (issue 2): Fashion-MNIST, imbalance 100, 5 runs, 8 iterations x 125 labels,
-LeNet with the SPEC schedule; methods: the random and uncertainty baselines, core-set, BADGE,
+Default protocol (the label-efficiency grid): Fashion-MNIST, imbalance 100, 5 runs, 8 iterations x 125 labels,
+LeNet with the dataset's schedule; methods: the random and uncertainty baselines, core-set, BADGE,
 VAAL and the FK variants (fk-cov and fk-mi take about 25x fk-nn's acquisition time).
 Runs go through run.py (so they resume after a kill); the table is printed as Markdown and
 written beside the results.

@@ -1,4 +1,4 @@
-"""Seconds and peak memory of the FK matching search (SPEC section 5, step 3) on synthetic pools.
+"""Seconds and peak memory of the FK matching search (docs/method.md#matching, step 3) on synthetic pools.
 
 For each pool size N, descriptor length L and number of centres Q, the top-K of every centre
 is found by (a) exact FAISS on CPU (IndexFlatIP), (b) IVF on CPU (IndexIVFFlat, with its

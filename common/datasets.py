@@ -82,7 +82,7 @@ class DatasetSpec:
     into a Split or one Split per file, checks each (`check_split`: every dataset passes through it)
     and joins them in order. `model(num_classes, mc_dropout)` builds the
     network; `descriptor_layers` maps a layer-set name to the module names whose activations
-    form the descriptors (SPEC section 4); `classifier` is the final layer's module name, the
+    form the descriptors (docs/method.md#descriptors); `classifier` is the final layer's module name, the
     one part not transferred from rotation pretraining; `penultimate` the layer feeding it.
     """
 

@@ -1,11 +1,11 @@
-"""One active-learning run, resumable, with its state in files (SPEC section 2).
+"""One active-learning run, resumable, with its state in files (docs/method.md#active-learning-loop).
 
 Layout under <out>/<dataset>/ir<IR>_val<V>/run<R>/  (V: validation images per class):
   protocol.json, split.npz           the run's validation/pool indices (shared by all methods)
   initial/random_m<E>.pt             randomly initialised model of ensemble member E
   initial/rotation_m<E>.pt           the same after rotation pretraining (classifier random)
   unsup<U>/<method>/settings.json    what the run was started with (checked on resume)
-  unsup<U>/<method>/metrics.jsonl    one line per finished iteration (DESIGN.md contract)
+  unsup<U>/<method>/metrics.jsonl    one line per finished iteration (docs/method.md#metrics-records)
   unsup<U>/<method>/acquired_<B>.npy train-split indices acquired at iteration B
   unsup<U>/<method>/model_<B>.pt     weights after iteration B (the latest, and --keep-checkpoints)
   unsup<U>/<method>+trainval/...     the same with --train-on-validation
@@ -43,7 +43,7 @@ INITIAL_KINDS = ("random", "rotation")  # --unsupervised 0 and 1
 
 @dataclass(frozen=True)
 class Protocol:
-    """What fixes a run's data split (SPEC section 1)."""
+    """What fixes a run's data split (docs/method.md#data-protocol)."""
 
     dataset: str
     imbalance: float

@@ -1,4 +1,4 @@
-"""Stage 2: feature and Fisher-score descriptors, and pseudo-labels for the pool (SPEC section 4).
+"""Stage 2: feature and Fisher-score descriptors, and pseudo-labels for the pool (docs/method.md#descriptors).
 
 z(x): each descriptor layer's activations, global-average-pooled over their spatial axes.
 g(x, s): the gradient of CE(logits, s) with respect to the same activations, pooled the same
@@ -263,7 +263,7 @@ def _largest_mutual_information(batch: BatchDescriptors, _reference: Reference |
     return gaussian_mutual_information(z, g, batch.perturbation.ridge).argmax(dim=0)
 
 
-# Pseudo-label s for g(x, s): SPEC section 4. Validation images always use "true".
+# Pseudo-label s for g(x, s) (docs/method.md#fk-variants). Validation images always use "true".
 PSEUDO_LABELS: dict[str, Labeller] = {
     "true": _true_labels,
     "pred": _predicted_labels,

@@ -1,4 +1,4 @@
-"""Stage 3: Fisher-kernel feature-density matching, the FK acquisition (SPEC section 5).
+"""Stage 3: Fisher-kernel feature-density matching, the FK acquisition (docs/method.md#matching).
 
 miss set (misclassified validation images) -> k-centre greedy centres -> top-K most similar
 unlabelled pool images per centre (FAISS inner product: exact, or IVF for very large pools, see

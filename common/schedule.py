@@ -1,4 +1,4 @@
-"""Optimiser schedules (SPEC section 2 and 3). Each dataset states its own in its spec."""
+"""Optimiser schedules (docs/method.md#training-schedules). Each dataset states its own in its spec."""
 from __future__ import annotations
 
 from dataclasses import dataclass, replace

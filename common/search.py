@@ -1,4 +1,4 @@
-"""Inner-product nearest-neighbour search with FAISS (SPEC section 5, step 3).
+"""Inner-product nearest-neighbour search with FAISS (docs/method.md#matching, step 3).
 
 Exact (IndexFlatIP) by default, on GPU when faiss-gpu and a GPU exist. On CPU, pools of
 `ivf_threshold` rows or more ("auto"), or any pool with index="ivf", get an approximate

@@ -1,4 +1,4 @@
-"""Data protocol of SPEC section 1: balanced validation set, then a class-imbalanced pool."""
+"""Data protocol (docs/method.md#data-protocol): balanced validation set, then a class-imbalanced pool."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -9,7 +9,7 @@ from common.errors import UserError
 
 
 def default_minority_classes(num_classes: int) -> tuple[int, ...]:
-    """The upper half of the classes, C/2 .. C-1 (SPEC section 1)."""
+    """The upper half of the classes, C/2 .. C-1 (the default minority classes)."""
     return tuple(range(num_classes // 2, num_classes))
 
 
@@ -21,7 +21,8 @@ def seeded_half_classes(num_classes: int, rng: np.random.Generator) -> tuple[int
 # How the minority classes' pool images are thinned; a dataset names its rule in its spec.
 def _joint(minority: np.ndarray, _labels: np.ndarray, majority_count: int, imbalance: float,
            rng: np.random.Generator) -> np.ndarray:
-    """All minority images together subsampled to floor(N_majority / ir) (SPEC section 1)."""
+    """All minority images together subsampled to floor(N_majority / ir)
+    (docs/method.md#validation-set-and-biased-pool)."""
     keep = min(len(minority), int(np.floor(majority_count / imbalance)))
     return rng.choice(minority, size=keep, replace=False) if keep < len(minority) else minority
 

@@ -1,4 +1,4 @@
-"""Training and evaluation of the task model (SPEC section 2). Plain loops, no framework."""
+"""Training and evaluation of the task model (docs/method.md#active-learning-loop). Plain loops, no framework."""
 from __future__ import annotations
 
 import time

@@ -1,4 +1,4 @@
-"""Stage 1: rotation self-supervised pretraining on the unlabelled pool (SPEC section 3).
+"""Stage 1: rotation self-supervised pretraining on the unlabelled pool (docs/method.md#rotation-pretraining).
 
 Gidaris et al., "Unsupervised Representation Learning by Predicting Image Rotations" (ICLR
 2018): each batch is shown at 0, 90, 180 and 270 degrees and the network predicts which.

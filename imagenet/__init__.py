@@ -3,9 +3,9 @@
 Layout: <root>/train/<class>/<image> and <root>/val/<class>/<image> (the usual torchvision
 preparation of ILSVRC-2012). ImageNet cannot be downloaded automatically (its licence needs a
 login), so --data-root must point at those folders; default local_data/imagenet.
-Protocol (issue 5): the minority classes are a seeded half of the classes per run, each keeping
-1/ir of its images; the validation set is held out of train; ImageNet's own val split is the
-test set, never used for acquisition.
+Protocol (docs/method.md#validation-set-and-biased-pool): the minority classes are a seeded half
+of the classes per run, each keeping 1/ir of its images; the validation set is held out of train;
+ImageNet's own val split is the test set, never used for acquisition.
 """
 from __future__ import annotations
 
@@ -21,10 +21,10 @@ from imagenet.dali import DaliFolderImages, dali_available
 from imagenet.folder import FolderImages, class_folders, evaluation_transform, scan_image_folder
 from imagenet.resnet import RESNET18_DESCRIPTOR_LAYERS, ResNet18
 
-# SPEC section 2: the one place the ImageNet schedule is stated.
+# The one place the ImageNet schedule is stated (docs/method.md#training-schedules).
 IMAGENET_SCHEDULE = Schedule(lr=0.1, momentum=0.9, weight_decay=1e-4, batch_size=128, epochs=60,
                              milestones=(30, 50, 57), warmup_epochs=5)
-# The SPEC gives no ImageNet rotation schedule: half the supervised one, same optimiser (our choice).
+# The FK paper's setting gives no ImageNet rotation schedule: half the supervised one, same optimiser (our choice).
 IMAGENET_ROTATION_SCHEDULE = Schedule(lr=0.1, momentum=0.9, weight_decay=1e-4, batch_size=128, epochs=30,
                                       milestones=(15, 25, 28), warmup_epochs=2)
 

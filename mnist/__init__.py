@@ -4,7 +4,7 @@ from common.schedule import Schedule
 from mnist.data import DIGITS_SIDE, load_digits_split, mnist_loader
 from mnist.lenet import LENET_DESCRIPTOR_LAYERS, LeNet
 
-# SPEC sections 2 and 3: the one place these schedules are stated.
+# The one place these schedules are stated (docs/method.md#training-schedules).
 LENET_SCHEDULE = Schedule(lr=0.05, momentum=0.5, batch_size=25, epochs=50, milestones=(15, 30, 45))
 LENET_ROTATION_SCHEDULE = Schedule(lr=0.05, momentum=0.5, batch_size=25, epochs=8, milestones=(3, 6))
 

@@ -1,8 +1,9 @@
 """LeNet for 28x28 single-channel images, as in the FK paper (descriptor L = 10 + 20 + 50 = 80).
 
 Each stage is a named submodule so descriptor layers are picked by name: conv1, conv2, fc1.
-With mc_dropout the network has dropout 0.25 after each conv block and 0.5 after fc1 (SPEC
-section 6); without it the dropout layers are identities, so both share one set of weights.
+With mc_dropout the network has dropout 0.25 after each conv block and 0.5 after fc1
+(docs/method.md#baselines); without it the dropout layers are identities, so both share one set
+of weights.
 """
 from __future__ import annotations
 

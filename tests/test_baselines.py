@@ -1,4 +1,4 @@
-"""coreset, badge and vaal (issue 4): planted clusters, no duplicates, bounded memory, selections."""
+"""coreset, badge and vaal: planted clusters, no duplicates, bounded memory, selections."""
 from __future__ import annotations
 
 import tracemalloc

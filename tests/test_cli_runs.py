@@ -1,5 +1,5 @@
 """End-to-end `python run.py` runs on digits (and a tiny idx dataset): every method, determinism,
---unsupervised 1 with --ensemble 2, --initial, and the DESIGN.md results contract."""
+--unsupervised 1 with --ensemble 2, --initial, and the results contract (docs/method.md#results-contract)."""
 from __future__ import annotations
 
 import gzip

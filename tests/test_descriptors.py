@@ -1,4 +1,4 @@
-"""Stage 2 (SPEC section 4): descriptor layout, block normalisation, z and g, pseudo-labels."""
+"""Stage 2 (docs/method.md#descriptors): descriptor layout, block normalisation, z and g, pseudo-labels."""
 from __future__ import annotations
 
 import numpy as np

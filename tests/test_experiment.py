@@ -223,7 +223,7 @@ def test_same_seed_same_split_and_initial_model(digits_spec, digits_data, tmp_pa
 
 
 def test_rotation_initial_model_transfers_all_but_classifier(digits_spec, digits_data, tmp_path):
-    """SPEC 3 with a 1-epoch pretraining schedule (keeps the test fast)."""
+    """Rotation pretraining (docs/method.md#rotation-pretraining) with a 1-epoch schedule (keeps the test fast)."""
     from dataclasses import replace
 
     spec = replace(digits_spec, pretrain_schedule=Schedule(lr=0.05, momentum=0.5, batch_size=25, epochs=1,

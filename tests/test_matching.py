@@ -1,4 +1,4 @@
-"""Stage 3 (SPEC section 5): miss set, greedy k-centre, rank-major fill and FAISS matching."""
+"""Stage 3 (docs/method.md#matching): miss set, greedy k-centre, rank-major fill and FAISS matching."""
 from __future__ import annotations
 
 import numpy as np

@@ -1,4 +1,4 @@
-"""fk-cov and fk-mi building blocks (issue 4): known statistics, finite scores, determinism."""
+"""fk-cov and fk-mi building blocks: known statistics, finite scores, determinism."""
 from __future__ import annotations
 
 import math
@@ -111,6 +111,6 @@ def test_cross_covariance_recovers_the_true_label_on_an_easy_case():
 def test_mutual_information_recovers_the_true_label_on_an_easy_case():
     """At moderate confidence. With temperature 3 (p_true ~ 1) g_true = J^T(p - e_true) nearly
     vanishes and the MI argmax is no longer the true label (measured: 0.5% of points): a limit of the
-    SPEC's definition, stated in the README."""
+    score's definition, stated in the README."""
     z, g, labels = prototype_case(temperature=1.0)
     assert torch.equal(gaussian_mutual_information(z, g, ridge=1e-3).argmax(dim=0), labels)

@@ -26,7 +26,7 @@ X = [100, 200, 300]
 def record(method: str, run: int, iteration: int, labelled: int, test_acc: float, *, validation_labels: int = 0,
            imbalance: float = 100, val_per_class: int = 10, unsupervised: int = 0, train_on_validation: bool = False,
            minority_acc: float | None = None, balanced_acc: float | None = None) -> dict:
-    """A metrics.jsonl record with the DESIGN.md fields."""
+    """A metrics.jsonl record with the fields of docs/method.md#metrics-records."""
     return {
         "dataset": "toy", "imbalance": imbalance, "val_per_class": val_per_class, "unsupervised": unsupervised,
         "method": method, "run": run, "iteration": iteration, "labelled": labelled,

@@ -1,4 +1,4 @@
-"""Uncertainty scores (SPEC section 6) on hand-made probabilities with known answers, and ranking."""
+"""Uncertainty scores (docs/method.md#baselines) on hand-made probabilities with known answers, and ranking."""
 from __future__ import annotations
 
 import numpy as np

@@ -1,4 +1,4 @@
-"""Inner-product search for large pools (SPEC section 5, step 3): exact vs IVF index, the
+"""Inner-product search for large pools (docs/method.md#matching, step 3): exact vs IVF index, the
 "auto" choice, list-count clamps, chunked adds from memmaps, recall@k, and -1 padding."""
 from __future__ import annotations
 

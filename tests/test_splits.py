@@ -1,4 +1,4 @@
-"""Data protocol (SPEC section 1) and optimiser schedules (SPEC sections 2-3)."""
+"""Data protocol (docs/method.md#data-protocol) and optimiser schedules (docs/method.md#training-schedules)."""
 from __future__ import annotations
 
 import numpy as np

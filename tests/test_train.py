@@ -1,4 +1,4 @@
-"""Training, evaluation, rotation pretraining helpers and seeding (SPEC sections 1-3)."""
+"""Training, evaluation, rotation pretraining helpers and seeding (docs/method.md#data-protocol)."""
 from __future__ import annotations
 
 import math

@@ -91,7 +91,7 @@ class RandomStrategy(Strategy):
 
 
 class ScoreStrategy(Strategy):
-    """Rank unlabelled images by an informativeness score; random at b=0 (SPEC section 6)."""
+    """Rank unlabelled images by an informativeness score; random at b=0 (docs/method.md#baselines)."""
 
     random_first_iteration: bool = True
 
