@@ -15,8 +15,9 @@ import pytest
 from conftest import REPO_ROOT, assert_one_line_error
 from common.records import metrics_problem
 from common.reporting import (
-    ALL_TRAIN, aggregate, confusion_matrix, label_savings, labels_to_reach, load_records, method_label, safe_name,
-    savings_markdown, uses_validation_labels,
+    ALL_TRAIN, Curve, Standing, aggregate, confusion_matrix, decide, decision_markdown, gap_in_std, is_baseline,
+    label_savings, labels_to_reach, load_records, method_label, safe_name, savings_markdown, setting_key, standings,
+    uses_validation_labels,
 )
 
 SAFE = re.compile(r"^[A-Za-z0-9_.-]+$")
@@ -511,3 +512,68 @@ def test_run_plot_corrupted_results_is_a_one_line_error(tmp_path):
     assert result.returncode == 2
     line = assert_one_line_error(result)
     assert "corrupted" in line and "line 4" in line
+
+
+# ----------------------------------------------------------------------- baselines and the decision table
+
+
+def test_trainval_baselines_compete_only_when_their_validation_labels_count():
+    curves = {"entropy+trainval": make_curve([200, 300], [0.7, 0.8]), "fk-nn": make_curve([200, 300], [0.6, 0.75]),
+              "random": make_curve([100, 200], [0.5, 0.6])}
+    assert is_baseline("entropy+trainval", validation_counted=True)
+    assert not is_baseline("entropy+trainval", validation_counted=False)
+    assert not is_baseline("fk-nn-kfold", validation_counted=True) and not is_baseline(ALL_TRAIN, True)
+    assert label_savings(curves, validation_counted=True)[1] == "entropy+trainval"
+    assert label_savings(curves, validation_counted=False)[1] == "random"
+
+
+def make_curve(x, mean, std=None, runs=3) -> Curve:
+    return Curve(x=np.array(x), mean=np.array(mean), std=np.array(std or [0.01] * len(x)),
+                 runs=np.array([runs] * len(x)))
+
+
+DECISION_CURVES = {  # (validation per class, label) -> curve, x = every label counted
+    (10, "entropy+trainval"): make_curve([225, 350, 475], [0.70, 0.74, 0.76], [0.02, 0.02, 0.02]),
+    (100, "entropy+trainval"): make_curve([1125, 1250], [0.80, 0.82]),
+    (10, "fk-nn-kfold"): make_curve([225, 350, 475], [0.69, 0.75, 0.80], [0.02, 0.02, 0.02]),
+    (10, "random"): make_curve([125, 250, 375, 500], [0.40, 0.45, 0.50, 0.55]),
+    (100, "random"): make_curve([125, 250, 375, 500], [0.41, 0.47, 0.52, 0.56]),
+}
+
+
+def test_standings_take_each_curves_last_point_within_the_budget():
+    ranked = standings(DECISION_CURVES, 400)
+    assert [(s.label, s.val_per_class, s.labels, s.mean) for s in ranked] == [
+        ("fk-nn-kfold", 10, 350, 0.75), ("entropy+trainval", 10, 350, 0.74),
+        ("random", 100, 375, 0.52), ("random", 10, 375, 0.50)]  # val 100 curves start beyond 400
+    assert standings(DECISION_CURVES, 100) == []
+
+
+def test_decide_names_best_runner_up_gap_fk_and_labels_to_match():
+    decision = decide(DECISION_CURVES, 1000)
+    assert decision.best.name() == "fk-nn-kfold (val 10/class)" and decision.best.mean == 0.80
+    assert decision.runner_up.name() == "entropy+trainval (val 10/class)"  # the other method, not another val size
+    assert gap_in_std(decision.best, decision.runner_up) == pytest.approx(2.0)  # 0.04 / 0.02
+    assert decision.best_fk == decision.best
+    assert decision.best_baseline.label == "entropy+trainval" and decision.best_baseline.labels == 475
+    assert decision.fk_labels_to_match == pytest.approx(350 + 125 * (0.76 - 0.75) / (0.80 - 0.75))  # 375
+    small = decide(DECISION_CURVES, 250)  # entropy+trainval's 0.70 at 225 beats fk-nn-kfold's 0.69 there
+    assert (small.best.label, small.best.labels, small.runner_up.label) == ("entropy+trainval", 225, "fk-nn-kfold")
+    assert small.best_baseline == small.best
+    assert small.fk_labels_to_match == pytest.approx(225 + 125 * 0.01 / 0.06)  # FK needs more labels here
+    text = decision_markdown([decision, small], "balanced_acc")
+    assert "| 1000 | fk-nn-kfold (val 10/class): 0.800 ± 0.020 at 475 (3 runs) |" in text
+    assert "| 2.0 |" in text and "375 (21% fewer)" in text and "246 (9% more)" in text
+
+
+def test_gap_in_std_without_spread():
+    one = Standing("a", 10, 100, 0.5, 0.0, 1)
+    assert gap_in_std(one, one) == 0.0
+    assert np.isnan(gap_in_std(Standing("a", 10, 100, 0.6, 0.0, 1), one))
+
+
+def test_chosen_minority_sets_are_separate_settings():
+    default = record("random", 0, 0, 100, 0.5)
+    chosen = {**default, "minority_classes": [2, 4, 6], "minority_set": "min2-4-6"}
+    assert setting_key(default)[3] == "" and setting_key(chosen)[3] == "min2-4-6"
+    assert len(aggregate([default, chosen], "test_acc")) == 2

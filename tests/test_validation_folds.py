@@ -2,6 +2,7 @@
 central loop training on every fold but the one whose misses the next acquisition reads."""
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 
 import numpy as np
@@ -121,3 +122,16 @@ def test_plain_methods_read_everything_and_train_on_it_only_when_asked(digits_sp
 def test_held_out_fold_mistakes_are_one_line_errors(run_main, tmp_path, args, expected):
     line = assert_one_line_error(run_main("--out", tmp_path, *FAST_FLAGS, *args))
     assert expected in line
+
+
+def test_a_chosen_minority_set_runs_beside_the_default_one(run_main, tmp_path):
+    """Both protocols in one --out: each keeps its own split (they used to collide on one folder)."""
+    base = ["--out", tmp_path, *FAST_FLAGS, "--methods", "random", "--val-per-class", "10"]
+    assert run_main(*base).returncode == 0
+    assert run_main(*base, "--minority-classes", "2,4,6").returncode == 0
+    default, chosen = tmp_path / "digits" / "ir10_val10", tmp_path / "digits" / "ir10_val10_min2-4-6"
+    assert '"minority_set": "min2-4-6"' in (chosen / "run0" / "unsup0" / "random" / "metrics.jsonl").read_text()
+    protocol = json.loads((chosen / "run0" / "protocol.json").read_text())
+    assert protocol["minority_classes"] == [2, 4, 6] and protocol["minority_set"] == "min2-4-6"
+    assert json.loads((default / "run0" / "protocol.json").read_text())["minority_classes"] == [5, 6, 7, 8, 9]
+    assert '"minority_set": ""' in (default / "run0" / "unsup0" / "random" / "metrics.jsonl").read_text()
