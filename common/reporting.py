@@ -1,6 +1,6 @@
 """Aggregation of results records into curves, and the label-savings computation.
 
-Pure functions over the metrics.jsonl records (DESIGN.md results contract), shared by
+Pure functions over the metrics.jsonl records (the results contract, docs/method.md#results-contract), shared by
 run_plot.py and the benchmarks, so every number in a plot or table is computed one way.
 """
 from __future__ import annotations
