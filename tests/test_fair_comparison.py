@@ -1,0 +1,79 @@
+"""The fair-comparison benchmark's grid (every cell a valid run.py command, tiers in order, run by run)
+and its report (decision tables from a small results tree whose numbers are known)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from benchmarks import fair_comparison
+from benchmarks.fair_report import write_report
+from common.strategies import STRATEGIES
+from run import get_args_parser
+
+
+def test_every_cell_is_a_valid_run_py_command():
+    parser = get_args_parser()
+    for cell in fair_comparison.grid():
+        args = parser.parse_args(cell.command(Path("/tmp/out"), 0)[2:])
+        assert args.dataset == "fashion-mnist" and (args.run_start, args.run_stop) == (0, 1)
+        for method in args.methods:
+            if method != "all-train":
+                strategy = STRATEGIES.get(method)
+                assert not (args.train_on_validation and strategy.held_out_folds), cell.name
+
+
+def test_jobs_go_tier_by_tier_and_run_by_run():
+    cells = fair_comparison.grid()
+    jobs = fair_comparison.jobs(cells, None)
+    tiers = [cell.tier for cell, _ in jobs]
+    assert tiers == sorted(tiers)
+    first_tier = [(cell.name, run) for cell, run in jobs if cell.tier == 1]
+    runs = [run for _, run in first_tier]
+    assert runs == sorted(runs)  # every tier-1 cell's run 0 before any run 1
+    assert len(first_tier) == fair_comparison.RUNS * sum(c.tier == 1 for c in cells)
+    assert {c.tier for c, _ in fair_comparison.jobs(cells, {2})} == {2}
+    assert all(run < cell.runs for cell, run in jobs)
+
+
+def write_run(out: Path, folder: str, method: str, run: int, points: list[tuple[int, int, float]], **fields) -> None:
+    path = out / "fashion-mnist" / folder / f"run{run}" / "unsup0" / method.replace("@", "+") / "metrics.jsonl"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lines = []
+    for iteration, (labelled, validation, accuracy) in enumerate(points):
+        lines.append(json.dumps({
+            "dataset": "fashion-mnist", "imbalance": 100.0, "val_per_class": int(folder.split("val")[1].split("_")[0]),
+            "unsupervised": 0, "method": method.split("@")[0], "run": run, "seed": run, "iteration": iteration,
+            "labelled": labelled, "validation_labels": validation, "test_acc": accuracy, "balanced_acc": accuracy,
+            "minority_acc": accuracy - 0.1, "class_acc": [accuracy] * 10, "acquire_seconds": 0.0,
+            "train_seconds": 0.0, "train_on_validation": method.endswith("@trainval"), **fields}))
+    path.write_text("\n".join(lines) + "\n")
+
+
+@pytest.fixture
+def results_tree(tmp_path):
+    out = tmp_path / "bench"
+    for run, wobble in ((0, -0.01), (1, 0.01)):
+        write_run(out, "ir100_val10", "entropy", run, [(125, 0, 0.40 + wobble), (250, 0, 0.50 + wobble)])
+        write_run(out, "ir100_val10", "entropy@trainval", run, [(125, 100, 0.70 + wobble), (250, 100, 0.72 + wobble)])
+        write_run(out, "ir100_val10", "fk-nn-kfold", run, [(125, 100, 0.69 + wobble), (250, 100, 0.76 + wobble)])
+        write_run(out, "ir100_val10_min2-4-6", "fk-nn", run, [(125, 100, 0.6), (250, 100, 0.7)],
+                  minority_set="min2-4-6")
+    return out
+
+
+def test_report_decides_per_total_budget(results_tree, tmp_path):
+    path = write_report(results_tree, tmp_path / "docs", tmp_path / "results")
+    text = path.read_text()
+    balanced = text.split("### balanced accuracy: imbalance 100, random start\n")[1].split("###")[0]
+    rows = [line for line in balanced.splitlines() if line.startswith("| 2") or line.startswith("| 5")]
+    # at 250 total labels: entropy+trainval's 0.70 at 225 beats fk-nn-kfold's 0.69 (gap 0.01 / 0.01 = 1 std)
+    assert rows[0].startswith("| 250 | entropy+trainval (val 10/class): 0.700 ± 0.010 at 225 (2 runs) | "
+                              "fk-nn-kfold (val 10/class): 0.690 ± 0.010 at 225 (2 runs) | 1.0 |")
+    # at 500: fk-nn-kfold's 0.76 at 350 wins; it reaches entropy+trainval's 0.72 with 225 + 125 * 0.03 / 0.07
+    assert rows[1].startswith("| 500 | fk-nn-kfold (val 10/class): 0.760 ± 0.010 at 350 (2 runs) |")
+    assert "| 279 (20% fewer) |" in rows[1]
+    assert "min2-4-6" in text  # the chosen minority set gets its own tables
+    assert "| imbalance 100, random start | 10 | entropy 2 (2), entropy+trainval 2 (2), fk-nn-kfold 2 (2) |" in text
+    assert (tmp_path / "docs" / "savings_ir100_val10_unsup0.md").exists()
