@@ -112,7 +112,7 @@ def get_args_parser() -> argparse.ArgumentParser:
                     help="every method also trains on the labelled validation set (like-for-like with FK)")
     al.add_argument("--val-folds", type=positive_int, default=5,
                     help="fk-nn-split / fk-nn-kfold: class-stratified validation folds, one held out of training "
-                         "for the miss set (default 5)")
+                         "for the miss set")
     al.add_argument("--keep-checkpoints", type=checkpoint_choice, default="last",
                     help="weights kept per iteration for visualize.py: last, all, or iterations like 0,3,7 "
                          "(the latest is always kept)")
