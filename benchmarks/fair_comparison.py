@@ -23,6 +23,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from common.cli import OneLineErrorParser, positive_int  # noqa: E402
+
 COMMON = ("--dataset", "fashion-mnist", "--iterations", "8", "--budget", "125", "--threads", "1", "--quiet")
 BASELINES = "random,entropy,badge"
 FK_PLAIN = "fk-nn"
@@ -117,11 +119,11 @@ def run_grid(todo: list[tuple[Cell, int]], out: Path, workers: int) -> list[str]
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = OneLineErrorParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=REPO / "local_data" / "bench")
-    parser.add_argument("--tier", type=int, action="append", help="run only these tiers (1 = decision table)")
-    parser.add_argument("--workers", type=int, default=2, help="jobs at once, one CPU thread each")
-    parser.add_argument("--runs", type=int, default=RUNS, help=f"at most this many runs per cell ({RUNS})")
+    parser.add_argument("--tier", type=positive_int, action="append", help="run only these tiers (1 = decision table)")
+    parser.add_argument("--workers", type=positive_int, default=2, help="jobs at once, one CPU thread each")
+    parser.add_argument("--runs", type=positive_int, default=RUNS, help=f"at most this many runs per cell ({RUNS})")
     parser.add_argument("--report-only", action="store_true")
     parser.add_argument("--list", action="store_true", help="print the jobs and stop")
     parser.add_argument("--docs", type=Path, default=REPO / "docs")
@@ -135,6 +137,8 @@ def main() -> None:
         failed = run_grid(todo, args.out, args.workers)
         if failed:
             sys.exit(f"failed jobs (rerun to resume): {', '.join(failed)}")
+    if not any((args.out / "fashion-mnist").rglob("metrics.jsonl")):
+        parser.error(f"no results under {args.out / 'fashion-mnist'} to report on; run the grid first")
     from benchmarks.fair_report import write_report  # noqa: PLC0415  (matplotlib only for the report)
 
     write_report(args.out, args.docs)

@@ -3,6 +3,8 @@ and its report (decision tables from a small results tree whose numbers are know
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -10,6 +12,7 @@ import pytest
 from benchmarks import fair_comparison
 from benchmarks.fair_report import write_report
 from common.strategies import STRATEGIES
+from conftest import REPO_ROOT, assert_one_line_error
 from run import get_args_parser
 
 
@@ -77,3 +80,14 @@ def test_report_decides_per_total_budget(results_tree, tmp_path):
     assert "min2-4-6" in text  # the chosen minority set gets its own tables
     assert "| imbalance 100, random start | 10 | entropy 2 (2), entropy+trainval 2 (2), fk-nn-kfold 2 (2) |" in text
     assert (tmp_path / "docs" / "savings_ir100_val10_unsup0.md").exists()
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["--workers", "0"], "--workers"), (["--runs", "-1"], "--runs"), (["--tier", "x"], "--tier"),
+    (["--report-only", "--out", "{tmp}"], "no results under"),
+])
+def test_bad_input_is_one_line_error(tmp_path, args, expected):
+    command = [sys.executable, "benchmarks/fair_comparison.py", *(a.replace("{tmp}", str(tmp_path)) for a in args)]
+    result = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+    assert expected in assert_one_line_error(result)
+    assert not (tmp_path / "fashion-mnist").exists()
