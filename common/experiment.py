@@ -156,12 +156,9 @@ def prepare_run(
     split = _load_or_make_split(spec, data, protocol, folder)
     storage.tidy(folder / "initial")
 
-    def cut(indices: np.ndarray) -> Split:
-        return Split(images=take(data.train.images, indices), labels=data.train.labels[torch.from_numpy(indices)])
-
     return RunContext(
-        spec=spec, protocol=protocol, run=run, folder=folder, split=split, pool=cut(split.pool_indices),
-        validation=cut(split.val_indices), test=data.test, device=device, progress=progress, log=log,
+        spec=spec, protocol=protocol, run=run, folder=folder, split=split, pool=subset(data.train, split.pool_indices),
+        validation=subset(data.train, split.val_indices), test=data.test, device=device, progress=progress, log=log,
     )
 
 
@@ -455,6 +452,7 @@ def validation_parts(ctx: RunContext, settings: RunSettings, iteration: int) -> 
 
 
 def subset(split: Split, positions: np.ndarray) -> Split:
+    """The images and labels of `split` at `positions` (the run's pool and validation set, a validation fold)."""
     return Split(images=take(split.images, positions), labels=split.labels[torch.from_numpy(positions)],
                  source=split.source)
 
