@@ -196,7 +196,7 @@ def protocols(args: argparse.Namespace, spec: DatasetSpec) -> list[tuple[int, Pr
     found = []
     for imbalance in args.imbalance or [spec.default_imbalance]:
         for run in run_indices(args):
-            minority = tuple(args.minority_classes) if args.minority_classes else MINORITY_RULES[spec.minority_rule](
+            minority = tuple(sorted(args.minority_classes)) if args.minority_classes else MINORITY_RULES[spec.minority_rule](
                 spec.num_classes, numpy_rng(args.seed + run, "minority"))
             found.append((run, Protocol(
                 dataset=spec.name, imbalance=imbalance, val_per_class=args.val_per_class or spec.val_per_class,

@@ -10,9 +10,11 @@ import pytest
 import torch
 
 import common.loop as loop
+from common.datasets import DATASETS
 from common.experiment import Protocol, RunSettings, method_folder, prepare_run, run_active_learning, validation_parts
 from common.strategies import STRATEGIES, AcquisitionOptions
 from common.validation_folds import HeldOutFolds, stratified_folds
+from run import get_args_parser, protocols
 from conftest import FAST_FLAGS, assert_one_line_error
 
 CPU = torch.device("cpu")
@@ -135,3 +137,11 @@ def test_a_chosen_minority_set_runs_beside_the_default_one(run_main, tmp_path):
     assert protocol["minority_classes"] == [2, 4, 6] and protocol["minority_set"] == "min2-4-6"
     assert json.loads((default / "run0" / "protocol.json").read_text())["minority_classes"] == [5, 6, 7, 8, 9]
     assert '"minority_set": ""' in (default / "run0" / "unsup0" / "random" / "metrics.jsonl").read_text()
+
+
+def test_the_order_of_chosen_minority_classes_names_no_new_protocol():
+    """6,4,2 and 2,4,6 are one minority set: one folder, one split (they used to be two)."""
+    parser, spec = get_args_parser(), DATASETS.get("digits")
+    found = [protocols(parser.parse_args(["--minority-classes", order]), spec) for order in ("6,4,2", "2,4,6")]
+    assert found[0] == found[1]
+    assert {(p.minority_classes, p.minority_set) for _, p in found[0]} == {((2, 4, 6), "min2-4-6")}
