@@ -52,15 +52,30 @@ def ir100(val_per_class: int, methods: str, *extra: str) -> tuple[str, ...]:
     return ("--imbalance", "100", "--val-per-class", str(val_per_class), "--methods", methods, *extra)
 
 
+VALIDATION_SIZES = (10, 50, 100, 1000)  # images per class
+
+
+def validation_tier(val_per_class: int, mc_dropout: bool) -> int:
+    """1: what the decision table reads (10-100 per class, every method but MC dropout); 2: MC dropout
+    (about 8x the cost of the others); 3: 1000 per class (+trainval trains on 10 000 images 9 times
+    a run: about 15 CPU minutes per run and method)."""
+    if val_per_class >= 1000:
+        return 3
+    return 2 if mc_dropout else 1
+
+
 def grid() -> list[Cell]:
     """Every cell, in priority order within its tier."""
     cells = []
-    for val in (10, 100):  # tier 1: what the decision table needs first
+    for val in VALIDATION_SIZES:  # every method at every validation size, each also +trainval
+        plain, mc = validation_tier(val, False), validation_tier(val, True)
         cells += [
-            Cell(f"val{val}", 1, ir100(val, f"{BASELINES},{FK_PLAIN},{FK_WITH_VALIDATION}")),
-            Cell(f"val{val}-trainval", 1, ir100(val, f"random,entropy,{FK_PLAIN}", "--train-on-validation")),
+            Cell(f"val{val}", plain, ir100(val, f"{BASELINES},{FK_PLAIN},{FK_WITH_VALIDATION}")),
+            Cell(f"val{val}-trainval", plain, ir100(val, f"{BASELINES},{FK_PLAIN}", "--train-on-validation")),
+            Cell(f"val{val}-mc", mc, ir100(val, "var-ratio-mc")),
+            Cell(f"val{val}-mc-trainval", mc, ir100(val, "var-ratio-mc", "--train-on-validation")),
         ]
-    cells += [  # tier 2: the other validation size, MC dropout, the wider checks (3 runs)
+    cells += [  # tier 2: the conclusions checked on another minority set and imbalance ratio (3 runs)
         Cell("confusable-minority", 2, ("--imbalance", "100", "--val-per-class", "10", "--minority-classes",
                                         CONFUSABLE_MINORITY, "--methods",
                                         f"random,entropy,{FK_PLAIN},{BEST_FK_WITH_VALIDATION}"), runs=3),
@@ -71,30 +86,13 @@ def grid() -> list[Cell]:
                          f"random,entropy,{FK_PLAIN},{BEST_FK_WITH_VALIDATION}"), runs=3),
         Cell("ir20-trainval", 2, ("--imbalance", "20", "--val-per-class", "10", "--methods", "entropy",
                                   "--train-on-validation"), runs=3),
-        Cell("val50", 2, ir100(50, f"{BASELINES},{FK_PLAIN},{FK_WITH_VALIDATION}"), runs=3),
-        Cell("val50-trainval", 2, ir100(50, f"random,entropy,{FK_PLAIN}", "--train-on-validation"), runs=3),
-        Cell("val100-mc", 2, ir100(100, "var-ratio-mc"), runs=3),
-        Cell("val10-badge-trainval", 2, ir100(10, "badge", "--train-on-validation"), runs=3),
-        Cell("val100-badge-trainval", 2, ir100(100, "badge", "--train-on-validation"), runs=3),
     ]
-    cells += [  # tier 3: the rest of the grid (the last runs, 1000 per class, starts, MC dropout everywhere)
-        Cell("val50-rest", 3, ir100(50, f"{BASELINES},{FK_PLAIN},{FK_WITH_VALIDATION}")),
-        Cell("val50-trainval-rest", 3, ir100(50, f"random,entropy,badge,{FK_PLAIN}", "--train-on-validation")),
-        Cell("val10-mc", 3, ir100(10, "var-ratio-mc")),
-        Cell("val100-mc-rest", 3, ir100(100, "var-ratio-mc")),
-        Cell("val10-mc-trainval", 3, ir100(10, "var-ratio-mc", "--train-on-validation")),
-        Cell("val10-badge-trainval-rest", 3, ir100(10, "badge", "--train-on-validation")),
-        Cell("val100-badge-trainval-rest", 3, ir100(100, "badge", "--train-on-validation")),
-        Cell("val1000", 3, ir100(1000, f"{BASELINES},{FK_PLAIN},{FK_WITH_VALIDATION}")),
+    cells += [  # tier 3: the starts (rotation-pretrained, and the all-train ceiling)
         Cell("rotation-start", 3, ir100(100, f"random,entropy,{FK_PLAIN},{BEST_FK_WITH_VALIDATION}",
                                         "--unsupervised", "1")),
         Cell("all-train", 3, ir100(100, "all-train")),
-        # training on 10 000 validation images 9 times a run: about 15 CPU minutes per run and method
-        Cell("val1000-trainval", 3, ir100(1000, f"random,entropy,{FK_PLAIN}", "--train-on-validation")),
-        Cell("val50-mc", 3, ir100(50, "var-ratio-mc")),
-        Cell("val100-mc-trainval", 3, ir100(100, "var-ratio-mc", "--train-on-validation")),
     ]
-    return cells
+    return sorted(cells, key=lambda cell: cell.tier)
 
 
 def jobs(cells: list[Cell], tiers: set[int] | None, max_runs: int = RUNS) -> list[tuple[Cell, int]]:

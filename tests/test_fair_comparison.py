@@ -27,6 +27,22 @@ def test_every_cell_is_a_valid_run_py_command():
                 assert not (args.train_on_validation and strategy.held_out_folds), cell.name
 
 
+def test_grid_covers_every_method_at_every_validation_size_with_and_without_trainval():
+    parser = get_args_parser()
+    covered = set()
+    for cell in fair_comparison.grid():
+        args = parser.parse_args(cell.command(Path("/tmp/out"), 0)[2:])
+        if args.imbalance == [100.0] and args.minority_classes is None:
+            for method in args.methods:
+                covered.add((args.val_per_class, method, args.train_on_validation, tuple(args.unsupervised)))
+    for val in (10, 50, 100, 1000):
+        for method in ("random", "entropy", "var-ratio-mc", "badge", "fk-nn"):
+            assert {(val, method, False, (0,)), (val, method, True, (0,))} <= covered, (val, method)
+        for method in ("fk-nn-split", "fk-nn-kfold"):
+            assert (val, method, False, (0,)) in covered
+    assert (100, "fk-nn-split", False, (1,)) in covered  # the rotation start
+
+
 def test_jobs_go_tier_by_tier_and_run_by_run():
     cells = fair_comparison.grid()
     jobs = fair_comparison.jobs(cells, None)
