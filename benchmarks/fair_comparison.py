@@ -8,6 +8,7 @@ same number of runs. `--workers 2` runs two jobs at once (one CPU thread each).
 
     python benchmarks/fair_comparison.py --workers 2            # every tier, then the report
     python benchmarks/fair_comparison.py --tier 1 --workers 2   # the decision-table cells only
+    python benchmarks/fair_comparison.py --cell rotation-start --runs 3   # one cell, its first 3 runs
     python benchmarks/fair_comparison.py --report-only          # tables and plots from what exists
     python benchmarks/fair_comparison.py --list                 # the jobs, without running them
 """
@@ -66,7 +67,11 @@ def validation_tier(val_per_class: int, mc_dropout: bool) -> int:
 
 def grid() -> list[Cell]:
     """Every cell, in priority order within its tier."""
-    cells = []
+    cells = [  # tier 3 first of all its cells: the starts (rotation-pretrained, and the all-train ceiling)
+        Cell("rotation-start", 3, ir100(100, f"random,entropy,{FK_PLAIN},{BEST_FK_WITH_VALIDATION}",
+                                        "--unsupervised", "1")),
+        Cell("all-train", 3, ir100(100, "all-train")),
+    ]
     for val in VALIDATION_SIZES:  # every method at every validation size, each also +trainval
         plain, mc = validation_tier(val, False), validation_tier(val, True)
         cells += [
@@ -87,18 +92,14 @@ def grid() -> list[Cell]:
         Cell("ir20-trainval", 2, ("--imbalance", "20", "--val-per-class", "10", "--methods", "entropy",
                                   "--train-on-validation"), runs=3),
     ]
-    cells += [  # tier 3: the starts (rotation-pretrained, and the all-train ceiling)
-        Cell("rotation-start", 3, ir100(100, f"random,entropy,{FK_PLAIN},{BEST_FK_WITH_VALIDATION}",
-                                        "--unsupervised", "1")),
-        Cell("all-train", 3, ir100(100, "all-train")),
-    ]
-    return sorted(cells, key=lambda cell: cell.tier)
+    return sorted(cells, key=lambda cell: cell.tier)  # stable: the order above within a tier
 
 
-def jobs(cells: list[Cell], tiers: set[int] | None, max_runs: int = RUNS) -> list[tuple[Cell, int]]:
+def jobs(cells: list[Cell], tiers: set[int] | None, max_runs: int = RUNS,
+         names: set[str] | None = None) -> list[tuple[Cell, int]]:
     """(cell, run) pairs: tier by tier, and within a tier run 0 of every cell, then run 1...; at most
-    `max_runs` runs per cell."""
-    chosen = [c for c in cells if tiers is None or c.tier in tiers]
+    `max_runs` runs per cell; only the named cells when `names` is given."""
+    chosen = [c for c in cells if (tiers is None or c.tier in tiers) and (names is None or c.name in names)]
     return [(cell, run) for tier in sorted({c.tier for c in chosen}) for run in range(min(RUNS, max_runs))
             for cell in chosen if cell.tier == tier and run < cell.runs]
 
@@ -120,13 +121,19 @@ def main() -> None:
     parser = OneLineErrorParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=REPO / "local_data" / "bench")
     parser.add_argument("--tier", type=positive_int, action="append", help="run only these tiers (1 = decision table)")
+    parser.add_argument("--cell", action="append", metavar="NAME",
+                        help="run only these cells (names as --list prints them)")
     parser.add_argument("--workers", type=positive_int, default=2, help="jobs at once, one CPU thread each")
     parser.add_argument("--runs", type=positive_int, default=RUNS, help=f"at most this many runs per cell ({RUNS})")
     parser.add_argument("--report-only", action="store_true")
     parser.add_argument("--list", action="store_true", help="print the jobs and stop")
     parser.add_argument("--docs", type=Path, default=REPO / "docs")
     args = parser.parse_args()
-    todo = jobs(grid(), set(args.tier) if args.tier else None, args.runs)
+    cells = grid()
+    unknown = sorted(set(args.cell or ()) - {cell.name for cell in cells})
+    if unknown:
+        parser.error(f"no cell named {', '.join(unknown)}; --list prints them")
+    todo = jobs(cells, set(args.tier) if args.tier else None, args.runs, set(args.cell) if args.cell else None)
     if args.list:
         for cell, run in todo:
             print(f"tier {cell.tier} {cell.name} run{run}: {' '.join(cell.command(args.out, run)[2:])}")

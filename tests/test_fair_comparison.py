@@ -56,6 +56,14 @@ def test_jobs_go_tier_by_tier_and_run_by_run():
     assert all(run < cell.runs for cell, run in jobs)
 
 
+def test_named_cells_run_alone_in_grid_order():
+    cells = fair_comparison.grid()
+    chosen = fair_comparison.jobs(cells, None, 3, {"rotation-start", "val10"})
+    assert [(cell.name, run) for cell, run in chosen] == [
+        ("val10", 0), ("val10", 1), ("val10", 2), ("rotation-start", 0), ("rotation-start", 1), ("rotation-start", 2)]
+    assert fair_comparison.jobs(cells, {1}, 5, {"rotation-start"}) == []  # a tier-3 cell is not in tier 1
+
+
 def write_run(out: Path, folder: str, method: str, run: int, points: list[tuple[int, int, float]], **fields) -> None:
     path = out / "fashion-mnist" / folder / f"run{run}" / "unsup0" / method.replace("@", "+") / "metrics.jsonl"
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -100,7 +108,7 @@ def test_report_decides_per_total_budget(results_tree, tmp_path):
 
 @pytest.mark.parametrize("args, expected", [
     (["--workers", "0"], "--workers"), (["--runs", "-1"], "--runs"), (["--tier", "x"], "--tier"),
-    (["--report-only", "--out", "{tmp}"], "no results under"),
+    (["--report-only", "--out", "{tmp}"], "no results under"), (["--cell", "val7", "--out", "{tmp}"], "no cell named val7"),
 ])
 def test_bad_input_is_one_line_error(tmp_path, args, expected):
     command = [sys.executable, "benchmarks/fair_comparison.py", *(a.replace("{tmp}", str(tmp_path)) for a in args)]
