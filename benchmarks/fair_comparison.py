@@ -132,8 +132,10 @@ def main() -> None:
     cells = grid()
     unknown = sorted(set(args.cell or ()) - {cell.name for cell in cells})
     if unknown:
-        parser.error(f"no cell named {', '.join(unknown)}; --list prints them")
+        parser.error(f"no cell named {', '.join(repr(name) for name in unknown)}; --list prints them")
     todo = jobs(cells, set(args.tier) if args.tier else None, args.runs, set(args.cell) if args.cell else None)
+    if not todo and not args.report_only:
+        parser.error("no job matches the chosen --tier and --cell (--list without them prints every cell)")
     if args.list:
         for cell, run in todo:
             print(f"tier {cell.tier} {cell.name} run{run}: {' '.join(cell.command(args.out, run)[2:])}")

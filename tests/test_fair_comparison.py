@@ -108,7 +108,8 @@ def test_report_decides_per_total_budget(results_tree, tmp_path):
 
 @pytest.mark.parametrize("args, expected", [
     (["--workers", "0"], "--workers"), (["--runs", "-1"], "--runs"), (["--tier", "x"], "--tier"),
-    (["--report-only", "--out", "{tmp}"], "no results under"), (["--cell", "val7", "--out", "{tmp}"], "no cell named val7"),
+    (["--report-only", "--out", "{tmp}"], "no results under"), (["--cell", "val7", "--out", "{tmp}"], "no cell named 'val7'"),
+    (["--tier", "1", "--cell", "all-train", "--out", "{tmp}"], "no job matches"),
 ])
 def test_bad_input_is_one_line_error(tmp_path, args, expected):
     command = [sys.executable, "benchmarks/fair_comparison.py", *(a.replace("{tmp}", str(tmp_path)) for a in args)]
