@@ -68,8 +68,10 @@ def validation_tier(val_per_class: int, mc_dropout: bool) -> int:
 def grid() -> list[Cell]:
     """Every cell, in priority order within its tier."""
     cells = [  # tier 3 first of all its cells: the starts (rotation-pretrained, and the all-train ceiling)
-        Cell("rotation-start", 3, ir100(100, f"random,entropy,{FK_PLAIN},{BEST_FK_WITH_VALIDATION}",
+        Cell("rotation-start", 3, ir100(100, f"{BASELINES},{FK_PLAIN},{BEST_FK_WITH_VALIDATION}",
                                         "--unsupervised", "1")),
+        Cell("rotation-start-trainval", 3, ir100(100, f"{BASELINES},{FK_PLAIN}", "--train-on-validation",
+                                                 "--unsupervised", "1")),
         Cell("all-train", 3, ir100(100, "all-train")),
     ]
     for val in VALIDATION_SIZES:  # every method at every validation size, each also +trainval

@@ -40,7 +40,9 @@ def test_grid_covers_every_method_at_every_validation_size_with_and_without_trai
             assert {(val, method, False, (0,)), (val, method, True, (0,))} <= covered, (val, method)
         for method in ("fk-nn-split", "fk-nn-kfold"):
             assert (val, method, False, (0,)) in covered
-    assert (100, "fk-nn-split", False, (1,)) in covered  # the rotation start
+    for method in ("random", "entropy", "badge", "fk-nn"):  # the rotation start, with and without trainval
+        assert {(100, method, False, (1,)), (100, method, True, (1,))} <= covered, method
+    assert (100, "fk-nn-split", False, (1,)) in covered
 
 
 def test_jobs_go_tier_by_tier_and_run_by_run():
