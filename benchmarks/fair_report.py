@@ -17,7 +17,9 @@ from common.reporting import (
 )
 from run_plot import report, variant_title
 
-BUDGETS = (250, 500, 1000, 2000)  # total labels (pool + validation) of the decision table
+# Total labels (pool + validation) of the decision tables: the small budgets the table is for, and
+# 11 000 = the 1000-per-class validation set (10 000) + 1000 pool labels, where the tier-3 cells end.
+BUDGETS = (250, 500, 1000, 2000, 11_000)
 DECISION_METRICS = ("balanced_acc", "minority_acc", "test_acc")
 DATASET = "fashion-mnist"
 
@@ -36,11 +38,19 @@ def protocol_title(imbalance: float, unsupervised: int, variant: str) -> str:
     return f"imbalance {imbalance:g}, {start}" + (f", {variant_title(variant)}" if variant else "")
 
 
+def budgets_with_points(curves: dict[tuple[int, str], Curve], budgets: tuple[int, ...] = BUDGETS) -> list[int]:
+    """The budgets some curve has a point for above the budget before: a row whose curves all end below it
+    would only repeat the row before (the protocols without 1000-per-class runs end at 2000 labels)."""
+    return [budget for low, budget in zip((0, *budgets), budgets)
+            if any(((curve.x > low) & (curve.x <= budget)).any() for curve in curves.values())]
+
+
 def decision_tables(records: list[dict]) -> str:
     sections = []
     for metric in DECISION_METRICS:
         for protocol, curves in sorted(decision_curves(records, metric).items(), key=str):
-            decisions = [d for d in (decide(curves, budget) for budget in BUDGETS) if d is not None]
+            decisions = [d for d in (decide(curves, budget) for budget in budgets_with_points(curves))
+                         if d is not None]
             if decisions:
                 sections.append(f"### {METRICS[metric]}: {protocol_title(*protocol)}\n\n"
                                 f"{decision_markdown(decisions, metric)}")

@@ -118,3 +118,22 @@ def test_bad_input_is_one_line_error(tmp_path, args, expected):
     result = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
     assert expected in assert_one_line_error(result)
     assert not (tmp_path / "fashion-mnist").exists()
+
+
+def test_decision_rows_only_for_budgets_some_curve_reaches():
+    """A protocol whose curves end at 2000 labels gets no 11 000 row repeating its 2000 row; one with
+    1000-per-class curves (10 125-11 000 labels) does; a budget between two points gets none."""
+    import numpy as np
+
+    from benchmarks.fair_report import budgets_with_points
+    from common.reporting import Curve
+
+    def curve(*labels: int) -> Curve:
+        x = np.array(labels, dtype=float)
+        return Curve(x, np.full_like(x, 0.5), np.zeros_like(x), np.ones_like(x, dtype=int))
+
+    small = {(10, "entropy"): curve(225, 350, 1000), (100, "fk-nn"): curve(1125, 2000)}
+    assert budgets_with_points(small, (250, 500, 1000, 2000, 11_000)) == [250, 500, 1000, 2000]
+    with_large = {**small, (1000, "fk-nn"): curve(10_125, 11_000)}
+    assert budgets_with_points(with_large, (250, 500, 1000, 2000, 11_000)) == [250, 500, 1000, 2000, 11_000]
+    assert budgets_with_points({(10, "random"): curve(225, 900)}, (250, 500, 1000)) == [250, 1000]
