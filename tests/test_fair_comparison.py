@@ -7,10 +7,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from benchmarks import fair_comparison
-from benchmarks.fair_report import write_report
+from benchmarks.fair_report import budgets_with_points, write_report
+from common.reporting import Curve
 from common.strategies import STRATEGIES
 from conftest import REPO_ROOT, assert_one_line_error
 from run import get_args_parser
@@ -123,11 +125,6 @@ def test_bad_input_is_one_line_error(tmp_path, args, expected):
 def test_decision_rows_only_for_budgets_some_curve_reaches():
     """A protocol whose curves end at 2000 labels gets no 11 000 row repeating its 2000 row; one with
     1000-per-class curves (10 125-11 000 labels) does; a budget between two points gets none."""
-    import numpy as np
-
-    from benchmarks.fair_report import budgets_with_points
-    from common.reporting import Curve
-
     def curve(*labels: int) -> Curve:
         x = np.array(labels, dtype=float)
         return Curve(x, np.full_like(x, 0.5), np.zeros_like(x), np.ones_like(x, dtype=int))
