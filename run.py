@@ -38,6 +38,7 @@ from common.experiment import (
     RunContext,
     RunSettings,
     ensure_initial_models,
+    draw_split,
     imbalance_name,
     minority_set_name,
     prepare_run,
@@ -125,6 +126,11 @@ def get_args_parser() -> argparse.ArgumentParser:
     system.add_argument("--threads", type=positive_int, default=None,
                         help="CPU threads for PyTorch and FAISS (default: all cores; 1 is best when several runs share a machine)")
     system.add_argument("--quiet", action="store_true", help="no progress bars or per-iteration lines")
+    system.add_argument("--executor", choices=asynchronous_experiment.EXECUTORS, default="local",
+                        help="central runs: one after the other here, or one Ray task per method run")
+    system.add_argument("--ray-address", default=None,
+                        help="Ray cluster for asynchronous runs and --executor ray ('auto': the one `ray start "
+                             "--head` started here, or HOST:PORT; default: a private Ray on this machine)")
     federated_experiment.add_arguments(parser)
     asynchronous_experiment.add_arguments(parser)
     return parser
@@ -171,6 +177,42 @@ def check_val_folds(validation_size: int, folds: int, methods: list[str]) -> Non
     held_out = [m for m in methods if m != ALL_TRAIN and STRATEGIES.get(m).held_out_folds]
     if held_out and folds > validation_size:
         raise UserError(f"--val-folds {folds} is more than the {validation_size} validation images ({held_out[0]})")
+
+
+# Flags a federated run has no use for (its clients train one global model with cross-entropy or KCFU, and
+# match FK candidates with exact FAISS on their own pools).
+NOT_FEDERATED = ("ensemble", "train_on_validation", "mc_samples", "vaal_steps", "val_folds", "keep_checkpoints",
+                 "descriptor_store", "index", "nlist", "nprobe", "ivf_threshold")
+MODE_SWITCH = {"central": "no --clients or --async-workers", "federated": "--clients 2 or more",
+               "asynchronous": "--async-workers 1 or more"}
+
+
+def mode(args: argparse.Namespace) -> str:
+    """central, federated or asynchronous: what the command runs."""
+    if args.clients > 1:
+        return "federated"
+    return "asynchronous" if asynchronous_experiment.enabled(args) else "central"
+
+
+def check_mode_flags(args: argparse.Namespace) -> None:
+    """A flag given explicitly that the command's mode would ignore is a one-line error naming its mode."""
+    current, given = mode(args), getattr(args, "given", frozenset())
+    owners = {**dict.fromkeys(federated_experiment.FLAGS, "federated"),
+              **dict.fromkeys(asynchronous_experiment.FLAGS, "asynchronous")}
+    if current == "federated" and args.async_workers:
+        return  # asynchronous_experiment.check says that the two modes exclude each other
+    for dest in sorted(given):
+        flag = "--" + dest.replace("_", "-")
+        if owners.get(dest, current) != current:
+            article = "an" if current == "asynchronous" else "a"
+            raise UserError(f"{flag} is a flag of {owners[dest]} runs ({MODE_SWITCH[owners[dest]]}); this command is "
+                            f"{article} {current} run ({MODE_SWITCH[current]})")
+        if current == "federated" and dest in NOT_FEDERATED:
+            raise UserError(f"{flag} is a flag of central and asynchronous runs; federated runs do not use it "
+                            f"(they train one global model); run without it")
+    if "ray_address" in given and current != "asynchronous" and args.executor != "ray":
+        raise UserError("--ray-address is a flag of asynchronous runs (--async-workers 1 or more) and of "
+                        "--executor ray; this command uses no Ray")
 
 
 def run_indices(args: argparse.Namespace) -> range:
@@ -224,6 +266,11 @@ def experiment(args: argparse.Namespace) -> Experiment:
     spec = DATASETS.get(args.dataset)
     if args.out.exists() and not args.out.is_dir():
         raise UserError(f"--out {args.out} is not a folder")
+    check_mode_flags(args)
+    if args.ray_address:
+        from asynchronous.executor import check_address  # noqa: PLC0415  (Ray itself loads only when a run starts)
+
+        check_address(args.ray_address)
     args.methods = args.methods or asynchronous_experiment.default_methods(args, comma_list(DEFAULT_METHODS))
     asynchronous_experiment.check(args)
     if args.clients > 1:
@@ -300,12 +347,15 @@ def central_jobs(args: argparse.Namespace, exp: Experiment) -> list[CentralJob]:
     """One job per (run, initial model, method), in that order; every run's split is drawn (or checked) and
     its budget checked here, before any run starts."""
     spec, options = exp.spec, exp.options
-    jobs = []
-    for run, protocol in protocols(args, spec):
-        ctx = prepare_run(spec, exp.data, protocol, run, args.out, options.device, options.progress, exp.log)
+    runs = protocols(args, spec)
+    for _run, protocol in runs:  # every check before the first file is written
+        split = draw_split(spec, exp.data.train.labels.numpy(), protocol)
         if any(m != ALL_TRAIN for m in args.methods):
-            check_budget(len(ctx.pool), exp.budget, exp.iterations)
-        check_val_folds(len(ctx.validation), args.val_folds, args.methods)
+            check_budget(len(split.pool_indices), exp.budget, exp.iterations)
+        check_val_folds(len(split.val_indices), args.val_folds, args.methods)
+    jobs = []
+    for run, protocol in runs:
+        prepare_run(spec, exp.data, protocol, run, args.out, options.device, options.progress, exp.log)
         for unsupervised in args.unsupervised:
             for method in args.methods:
                 settings = RunSettings(
@@ -322,15 +372,18 @@ def central_jobs(args: argparse.Namespace, exp: Experiment) -> list[CentralJob]:
 
 
 def asynchronous_jobs(args: argparse.Namespace, exp: Experiment) -> list[tuple[RunContext, AsyncJob]]:
-    """--async-workers > 1: one asynchronous run per (run, initial model, method) with DA, per (run, initial
+    """--async-workers 1 or more: one asynchronous run per (run, initial model, method) with DA, per (run, initial
     model) with RA; every run's split and pool size are checked here, before Ray starts."""
     spec, options = exp.spec, exp.options
     timing = asynchronous_experiment.asynchrony(args, exp.budget, exp.iterations)
+    runs = [(run, asynchronous_experiment.asynchronous_protocol(protocol, timing))
+            for run, protocol in protocols(args, spec)]
+    for _run, protocol in runs:  # every check before the first file is written
+        asynchronous_experiment.check_pool(len(draw_split(spec, exp.data.train.labels.numpy(), protocol).pool_indices),
+                                           timing)
     jobs = []
-    for run, protocol in protocols(args, spec):
-        protocol = asynchronous_experiment.asynchronous_protocol(protocol, timing)
+    for run, protocol in runs:
         ctx = prepare_run(spec, exp.data, protocol, run, args.out, options.device, options.progress, exp.log)
-        asynchronous_experiment.check_pool(len(ctx.pool), timing)
         for unsupervised in args.unsupervised:
             for method, strategies in asynchronous_experiment.assignments(args):
                 settings = asynchronous_experiment.run_settings(args, method, unsupervised, timing, exp.schedule,
@@ -345,10 +398,13 @@ def federated_jobs(args: argparse.Namespace, exp: Experiment) -> list:
     spec, options = exp.spec, exp.options
     fed = federated_experiment.federation(args)
     runs = [(run, federated_experiment.federated_protocol(protocol, fed)) for run, protocol in protocols(args, spec)]
+    labels = exp.data.train.labels.numpy()
+    for _run, protocol in runs:  # every check before the first file is written
+        pool_labels = labels[draw_split(spec, labels, protocol).pool_indices]
+        check_budget(len(pool_labels), exp.budget, exp.iterations)
+        federated_experiment.check_partition(pool_labels, spec.num_classes, fed, protocol.seed, exp.budget)
     for run, protocol in runs:
-        ctx = prepare_run(spec, exp.data, protocol, run, args.out, options.device, log=exp.log)
-        check_budget(len(ctx.pool), exp.budget, exp.iterations)
-        federated_experiment.check_partition(ctx.pool.labels.numpy(), spec.num_classes, fed, protocol.seed, exp.budget)
+        prepare_run(spec, exp.data, protocol, run, args.out, options.device, log=exp.log)
     return federated_experiment.make_jobs(
         args, runs, fed, dataset=spec.name, data_root=str(args.data_root) if args.data_root else None,
         budget=exp.budget, cycles=exp.iterations, schedule=exp.schedule, descriptor_layers=options.descriptor_layers,

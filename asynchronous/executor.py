@@ -12,10 +12,14 @@ from __future__ import annotations
 
 import logging
 import os
+import re
+import socket
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
 import datasets_available  # noqa: F401  (registers every dataset, also inside Ray's task workers)
+from common.cli import interrupt_on_signals
 from common.errors import UserError
 from common.experiment import CentralJob, run_central_job
 from common.train import set_cpu_threads
@@ -23,6 +27,24 @@ from common.train import set_cpu_threads
 REPOSITORY = Path(__file__).resolve().parent.parent
 OBJECT_STORE_BYTES = 128 * 1024 * 1024
 POLL_SECONDS = 1.0
+REACH_SECONDS = 5.0  # how long a HOST:PORT address may take to accept a connection
+_HOST_PORT = re.compile(r"^(?:ray://)?(?P<host>[A-Za-z0-9_.-]+|\[[0-9A-Fa-f:]+\]):(?P<port>\d{1,5})$")
+
+
+def check_address(address: str) -> None:
+    """`auto`, `local`, HOST:PORT or ray://HOST:PORT, and for the last two something must listen there:
+    a one-line error instead of Ray's traceback or its minute of retries."""
+    if address in ("auto", "local"):
+        return
+    match = _HOST_PORT.match(address)
+    if not match or not 0 < int(match["port"]) < 65536:
+        raise UserError(f"--ray-address {address!r}: expected auto, local, HOST:PORT or ray://HOST:PORT")
+    try:
+        socket.create_connection((match["host"].strip("[]"), int(match["port"])), timeout=REACH_SECONDS).close()
+    except OSError as error:
+        cause = error.strerror or type(error).__name__
+        raise UserError(f"--ray-address {address}: no Ray cluster answers there ({cause}); start one with "
+                        f"`ray start --head` or leave the flag out for a private Ray") from None
 
 
 def connect(address: str | None = None) -> bool:
@@ -34,6 +56,8 @@ def connect(address: str | None = None) -> bool:
 
     if ray.is_initialized():
         return False
+    if address:
+        check_address(address)
     job_config = ray.job_config.JobConfig(code_search_path=[str(REPOSITORY)])
     try:
         if address:
@@ -42,8 +66,10 @@ def connect(address: str | None = None) -> bool:
             ray.init(address="local", num_cpus=os.cpu_count() or 1, object_store_memory=OBJECT_STORE_BYTES,
                      include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING,
                      job_config=job_config)
-    except ConnectionError as error:
-        raise UserError(f"--ray-address {address}: {str(error).splitlines()[0]}") from None
+    except (ConnectionError, ValueError) as error:
+        raise UserError(f"--ray-address {address}: {(str(error).splitlines() or [type(error).__name__])[0]}") from None
+    if threading.current_thread() is threading.main_thread():
+        interrupt_on_signals()  # ray.init made SIGTERM exit at once; it stops the run like Ctrl-C again
     return True
 
 

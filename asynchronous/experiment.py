@@ -1,4 +1,4 @@
-"""run.py's asynchronous mode (`--async-workers` > 1) and the Ray flags: the flags, their
+"""run.py's asynchronous mode (`--async-workers` 1 or more): the flags, their
 checks, and the jobs: one per (run, initial model, method) with DA, one per (run, initial model) with RA."""
 from __future__ import annotations
 
@@ -13,6 +13,9 @@ from common.strategies import STRATEGIES
 
 EXECUTORS = ("local", "ray")
 RA_DEFAULT = ("entropy", "least-confidence", "margin")  # AAL's round-robin
+# The flags only an asynchronous run uses (run.py refuses them, given explicitly, in another mode).
+FLAGS = ("servers", "assignment", "split", "query_batch", "train_threshold", "trainings", "sync", "latency",
+         "latency_mode", "train_time")
 
 
 def latency_range(text: str) -> tuple[float, float]:
@@ -28,10 +31,10 @@ def latency_range(text: str) -> tuple[float, float]:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group(
-        "asynchronous label querying (--async-workers > 1; README: Asynchronous label querying (AAL))")
+        "asynchronous label querying (--async-workers 1 or more; README: Asynchronous label querying (AAL))")
     group.add_argument("--async-workers", type=non_negative_int, default=0,
                        help="workers querying labels asynchronously, each from its own shard of the pool; "
-                            "more than 1 switches the asynchronous mode on (Ray actors)")
+                            "1 or more switches the asynchronous mode on (Ray actors)")
     group.add_argument("--servers", type=positive_int, default=1, help="servers retraining in turn (round-robin)")
     group.add_argument("--assignment", choices=ASSIGNMENTS, default="DA",
                        help="DA: every worker uses each --methods strategy (one run per method); RA: worker w uses "
@@ -56,15 +59,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                             "events are taken as they happen (not reproducible)")
     group.add_argument("--train-time", type=non_negative_float, default=TRAIN_TIME,
                        help="simulated seconds a training takes per labelled image (0: instantaneous)")
-    group.add_argument("--executor", choices=EXECUTORS, default="local",
-                       help="central runs: one after the other here, or one Ray task per method run")
-    group.add_argument("--ray-address", default=None,
-                       help="Ray cluster to use ('auto': the one `ray start --head` started here; default: a "
-                            "private Ray on this machine)")
 
 
 def enabled(args: argparse.Namespace) -> bool:
-    return args.async_workers > 1
+    return args.async_workers >= 1
 
 
 def default_methods(args: argparse.Namespace, central: list[str]) -> list[str]:

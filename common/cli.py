@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import signal
 import sys
+import threading
 from pathlib import Path
 from typing import Callable, NoReturn
 
@@ -18,11 +20,37 @@ INTERRUPTED_EXIT = 130  # 128 + SIGINT, what shells report for Ctrl-C
 
 
 class OneLineErrorParser(argparse.ArgumentParser):
-    """argparse that reports a bad flag in one line (no usage block) and exits with 2."""
+    """argparse that reports a bad flag in one line (no usage block) and exits with 2.
+
+    A value that starts with a minus and a digit (`--latency -1:3`, `--seed -5`) is read as a value, so
+    its own check says what is wrong with it (plain argparse takes it for an unknown flag). The parsed
+    namespace's `given` holds the destinations of the flags the command line names explicitly (a mode
+    refuses a flag of another mode only when it was given)."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._negative_number_matcher = re.compile(r"^-\d")
 
     def error(self, message: str) -> NoReturn:
         print(f"{self.prog}: error: {message}", file=sys.stderr)
         sys.exit(2)
+
+    def parse_args(self, args=None, namespace=None):  # noqa: ANN001,ANN201  (argparse's signature)
+        parsed = super().parse_args(args, namespace)
+        parsed.given = self.given_flags(sys.argv[1:] if args is None else list(args))
+        return parsed
+
+    def given_flags(self, args: list[str]) -> frozenset[str]:
+        """Destinations of the optional flags `args` names (abbreviations and --flag=value included)."""
+        defaults = {action: action.default for action in self._actions}
+        try:
+            for action in self._actions:
+                action.default = argparse.SUPPRESS
+            found, _ = super().parse_known_args(args)
+        finally:
+            for action, default in defaults.items():
+                action.default = default
+        return frozenset(vars(found))
 
 
 class DefaultsHelpFormatter(argparse.HelpFormatter):
@@ -115,20 +143,42 @@ positive_float = _number_where(lambda v: 0.0 < v < INFINITY, "a positive number"
 non_negative_float = _number_where(lambda v: 0.0 <= v < INFINITY, "a number >= 0")
 
 
+def raise_interrupt(_signal: int = signal.SIGINT, _frame=None) -> NoReturn:
+    """A signal handler: SIGINT and SIGTERM both become KeyboardInterrupt, so cleanups run either way."""
+    raise KeyboardInterrupt
+
+
+def interrupt_on_signals() -> None:
+    """SIGINT and SIGTERM raise KeyboardInterrupt in the main thread (call it again after a library
+    such as Ray installed its own SIGTERM handler)."""
+    if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
+        signal.signal(signal.SIGINT, raise_interrupt)
+    signal.signal(signal.SIGTERM, raise_interrupt)
+
+
+def _exit(code: int) -> NoReturn:
+    """Exit with `code`; if a library left non-daemon threads behind (Flower's simulation workers waiting
+    on a stopped Ray), leave without waiting for them: every result was written before this point."""
+    if any(t.is_alive() and not t.daemon for t in threading.enumerate() if t is not threading.main_thread()):
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
+
+
 def run_main(main: Callable[[argparse.Namespace], None], parser: argparse.ArgumentParser) -> None:
     """Parse the flags and run `main`; a UserError or a file-system error becomes one stderr line and
-    exit code 2, Ctrl-C one line and exit code 130."""
-    if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
-        signal.signal(signal.SIGINT, signal.default_int_handler)  # from here on: KeyboardInterrupt, cleanups run
+    exit code 2, Ctrl-C or SIGTERM one line and exit code 130."""
+    interrupt_on_signals()  # from here on: KeyboardInterrupt, cleanups run
     try:
         arguments = parser.parse_args()
         main(arguments)
     except UserError as error:
         print(f"{parser.prog}: error: {error}", file=sys.stderr)
-        sys.exit(2)
+        _exit(2)
     except OSError as error:  # a read-only or full --out, a path that is a file: one line, not a traceback
         print(f"{parser.prog}: error: {describe_os_error(error)}", file=sys.stderr)
-        sys.exit(2)
+        _exit(2)
     except KeyboardInterrupt:
         print(_interrupted_message(parser.prog), file=sys.stderr)
-        sys.exit(INTERRUPTED_EXIT)
+        _exit(INTERRUPTED_EXIT)

@@ -12,6 +12,9 @@ from federated.strategies import AGGREGATIONS, CLIENT_METHODS
 from federated.task import Federation, Job, client_pools
 
 LOCAL_LOSSES = ("ce", "kcfu")
+# The flags only a federated run uses (run.py refuses them, given explicitly, in another mode).
+FLAGS = ("partition", "alpha", "classes_per_client", "min_client_size", "rounds", "local_epochs", "fed_algo",
+         "proximal_mu", "local_loss", "client_timeout")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
