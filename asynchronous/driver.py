@@ -203,7 +203,8 @@ class AsyncRun:
         job, ctx = self.job, self.ctx
         check_settings(self.folder, job.settings_json(), write=False)
         records = finished_records(self.folder)
-        if len(records) >= self.timing.trainings:
+        if len(records) >= self.timing.trainings:  # finished: its files are checked all the same
+            self._arrived(self._stored_shards(), records)
             return records[: self.timing.trainings]
         kind = INITIAL_KINDS[job.settings.unsupervised]
         ensure_initial_models(ctx, 1, kinds=(kind,))
@@ -225,21 +226,28 @@ class AsyncRun:
         return finished_records(self.folder)
 
     # ------------------------------------------------------------------ files
+    def _stored_shards(self) -> list[np.ndarray]:
+        """The shards (pool positions) in shards.npz, checked to split the run's pool."""
+        path, workers, pool_indices = self.folder / "shards.npz", self.timing.workers, self.ctx.split.pool_indices
+        if not path.exists():
+            raise UserError(f"inconsistent results: {path} is missing beside finished trainings; delete the method "
+                            f"folder {self.folder} to redo it")
+        arrays = storage.load_arrays(path, required=[f"worker{w}" for w in range(workers)])
+        shards = [np.minimum(np.searchsorted(pool_indices, arrays[f"worker{w}"]), len(pool_indices) - 1)
+                  for w in range(workers)]
+        inside = all(np.array_equal(pool_indices[s], arrays[f"worker{w}"]) for w, s in enumerate(shards))
+        if not inside or not np.array_equal(np.sort(np.concatenate(shards)), np.arange(len(pool_indices))):
+            raise UserError(f"corrupted file {path} (the shards do not split the run's pool); delete the method "
+                            f"folder {self.folder} to redo it")
+        return shards
+
     def _shards(self, initial: dict) -> list[np.ndarray]:
         """The stored shards (pool positions), or new ones (the label store writes them)."""
-        path, workers, pool_indices = self.folder / "shards.npz", self.timing.workers, self.ctx.split.pool_indices
-        if path.exists():
-            arrays = storage.load_arrays(path, required=[f"worker{w}" for w in range(workers)])
-            shards = [np.minimum(np.searchsorted(pool_indices, arrays[f"worker{w}"]), len(pool_indices) - 1)
-                      for w in range(workers)]
-            inside = all(np.array_equal(pool_indices[s], arrays[f"worker{w}"]) for w, s in enumerate(shards))
-            if not inside or not np.array_equal(np.sort(np.concatenate(shards)), np.arange(len(pool_indices))):
-                raise UserError(f"corrupted file {path} (the shards do not split the run's pool); delete the method "
-                                f"folder {self.folder} to redo it")
-            return shards
+        if (self.folder / "shards.npz").exists():
+            return self._stored_shards()
         model = self.spec.model(self.spec.num_classes, False)
         model.load_state_dict(initial)
-        return make_shards(self.timing.split, self.ctx.pool, workers, self.ctx.protocol.seed, model,
+        return make_shards(self.timing.split, self.ctx.pool, self.timing.workers, self.ctx.protocol.seed, model,
                            self.spec.normalise, self.spec.penultimate, self.options.device, self.options.batch_size)
 
     def _arrived(self, shards: list[np.ndarray], records: list[dict]) -> list[tuple[int, np.ndarray, dict]]:
@@ -249,25 +257,19 @@ class AsyncRun:
         owner = np.full(len(pool_indices), -1)
         for worker, shard in enumerate(shards):
             owner[shard] = worker
-        seen = np.zeros(len(pool_indices), dtype=bool)
-        count = [0] * self.timing.workers
         arrived = []
-        for number, line in enumerate(contract.read_queries(path), start=1):
+        for number, line in enumerate(contract.check_queries(path), start=1):  # order and duplicates checked
             indices = np.asarray(line["indices"], dtype=np.int64)
             positions = np.minimum(np.searchsorted(pool_indices, indices), len(pool_indices) - 1)
             worker = line["worker"]
             problem = None
-            if worker >= self.timing.workers or line["query"] != count[worker]:
-                problem = f"request {line['query']} of worker {worker} is out of order"
+            if worker >= self.timing.workers:
+                problem = f"worker {worker} of a run with {self.timing.workers} workers"
             elif not np.array_equal(pool_indices[positions], indices) or (owner[positions] != worker).any():
                 problem = "images outside the worker's shard"
-            elif seen[positions].any() or len(np.unique(positions)) != len(positions):
-                problem = "an image labelled twice"
             if problem:
                 raise UserError(f"inconsistent results: {path} line {number}: {problem}; delete the method folder "
                                 f"{self.folder} to redo it")
-            seen[positions] = True
-            count[worker] += 1
             arrived.append((worker, positions, line))
         acquired = load_acquired(self.ctx, self.folder, records, len(pool_indices), exact=False)
         in_order = np.concatenate([positions for _, positions, _ in arrived]) if arrived else np.empty(0, np.int64)

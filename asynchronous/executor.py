@@ -52,6 +52,7 @@ def connect(address: str | None = None) -> bool:
     Returns whether this call connected (the caller then shuts Ray down when it is done)."""
     os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+    os.environ.setdefault("RAY_DISABLE_FAILURE_SIGNAL_HANDLER", "1")  # a stop signal is ours to report, in one line
     import ray  # noqa: PLC0415  (Ray loads only for asynchronous runs and --executor ray)
 
     if ray.is_initialized():

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from common import storage
+from common.errors import UserError
 
 Check = Callable[[Any], bool]
 
@@ -123,6 +124,39 @@ def read_rounds(path: Path) -> list[dict]:
     return storage.read_jsonl(path, lambda record: field_problem(record, ROUNDS_FIELDS))
 
 
+def rounds_problem(lines: list[dict], finished_cycles: int, rounds: int) -> tuple[int, str] | None:
+    """(line number, 0 for the file as a whole; what is wrong) with the order of a rounds.jsonl, or None: cycle 0 round 1 first, then
+    always the next round or round 1 of the next cycle; each of the `finished_cycles` cycles holds exactly
+    `rounds` rounds; only the cycle after them may be unfinished (a run stopped during its training)."""
+    expected = (0, 1)
+    for number, line in enumerate(lines, start=1):
+        found = (line["cycle"], line["round"])
+        if found == (expected[0] + 1, 1) and expected[1] == rounds + 1:
+            expected = found
+        if found != expected:
+            due = (expected[0] + 1, 1) if expected[1] > rounds else expected
+            return number, f"cycle {found[0]} round {found[1]} where cycle {due[0]} round {due[1]} belongs"
+        if found[0] > finished_cycles or found[1] > rounds:
+            return number, f"cycle {found[0]} round {found[1]} is past the run's {finished_cycles} finished cycles " \
+                           f"of {rounds} rounds"
+        expected = (found[0], found[1] + 1)
+    if finished_cycles and (expected[0] < finished_cycles - 1 or expected[0] == finished_cycles - 1
+                            and expected[1] <= rounds):
+        return 0, f"cycle {expected[0]} ends at round {expected[1] - 1}, not {rounds}"
+    return None
+
+
+def check_rounds(path: Path, finished_cycles: int, rounds: int) -> list[dict]:
+    """The lines of a federated run's rounds.jsonl, each checked, in the order rounds_problem asks for."""
+    lines = read_rounds(path)
+    problem = rounds_problem(lines, finished_cycles, rounds)
+    if problem:
+        where = f"line {problem[0]}" if problem[0] else "end of file"
+        raise UserError(f"inconsistent results file {path} ({where}: {problem[1]}); delete the method folder "
+                        f"{path.parent} to redo it")
+    return lines
+
+
 def _is_bool(value: Any) -> bool:
     return isinstance(value, bool)
 
@@ -167,3 +201,29 @@ QUERIES_FIELDS: dict[str, tuple[Check, str]] = {
 def read_queries(path: Path) -> list[dict]:
     """Every line of an asynchronous run's queries.jsonl, each checked ([] when it does not exist)."""
     return storage.read_jsonl(path, lambda record: field_problem(record, QUERIES_FIELDS))
+
+
+def queries_problem(lines: list[dict]) -> tuple[int, str] | None:
+    """(line number, what is wrong) with a queries.jsonl as a whole, or None: each worker's requests
+    numbered 0, 1, 2, ... in order, and no image labelled twice."""
+    next_query: dict[int, int] = {}
+    seen: set[int] = set()
+    for number, line in enumerate(lines, start=1):
+        worker, expected = line["worker"], next_query.get(line["worker"], 0)
+        if line["query"] != expected:
+            return number, f"request {line['query']} of worker {worker} where request {expected} belongs"
+        if seen.intersection(line["indices"]) or len(set(line["indices"])) != len(line["indices"]):
+            return number, "an image labelled twice"
+        seen.update(line["indices"])
+        next_query[worker] = expected + 1
+    return None
+
+
+def check_queries(path: Path) -> list[dict]:
+    """The lines of an asynchronous run's queries.jsonl, each checked, and the file as queries_problem asks."""
+    lines = read_queries(path)
+    problem = queries_problem(lines)
+    if problem:
+        raise UserError(f"inconsistent results file {path} (line {problem[0]}: {problem[1]}); delete the method "
+                        f"folder {path.parent} to redo it")
+    return lines

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from common.records import read_metrics, read_queries, read_rounds
+from common.records import check_queries, check_rounds, read_metrics, read_rounds
 from common.experiment import ALL_TRAIN, protocol_variant
 from common.strategies import STRATEGIES
 
@@ -26,13 +26,20 @@ def load_records(root: Path) -> list[dict]:
 
 
 def load_rounds(root: Path) -> list[dict]:
-    """Every line of every federated rounds.jsonl below `root`, in a stable order."""
-    return [line for path in sorted(root.rglob("rounds.jsonl")) for line in read_rounds(path)]
+    """Every line of every federated rounds.jsonl below `root`, in a stable order; each file is checked
+    against the cycles its metrics.jsonl says are finished (every round once, in order)."""
+    lines = []
+    for path in sorted(root.rglob("rounds.jsonl")):
+        records = read_metrics(path.parent / "metrics.jsonl")
+        rounds = records[0].get("rounds") if records else None
+        lines += check_rounds(path, len(records), rounds) if isinstance(rounds, int) else read_rounds(path)
+    return lines
 
 
 def load_queries(root: Path) -> list[dict]:
-    """Every line of every asynchronous queries.jsonl below `root`, in a stable order."""
-    return [line for path in sorted(root.rglob("queries.jsonl")) for line in read_queries(path)]
+    """Every line of every asynchronous queries.jsonl below `root`, in a stable order (each file checked:
+    requests in order per worker, no image labelled twice)."""
+    return [line for path in sorted(root.rglob("queries.jsonl")) for line in check_queries(path)]
 
 
 @dataclass

@@ -16,6 +16,7 @@ from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
 import run
+from common.errors import UserError
 from federated import client_app
 from federated.server_app import serve
 from federated.simulation import dataset_arrays
@@ -26,6 +27,12 @@ server = ServerApp()  # the ServerApp component
 
 @server.main()
 def main(grid: Grid, context: Context) -> None:
+    """Run the command line of the run config; a user error is also printed as run.py's one line (the
+    deployment tool reports it and exits non-zero), then raised so that Flower marks the run failed."""
     args = run.get_args_parser().parse_args(shlex.split(str(context.run_config.get("args", ""))))
-    exp = run.experiment(args)
-    serve(grid, run.federated_jobs(args, exp), Path(args.out), dataset_arrays, exp.log, verbose=not args.quiet)
+    try:
+        exp = run.experiment(args)
+        serve(grid, run.federated_jobs(args, exp), Path(args.out), dataset_arrays, exp.log, verbose=not args.quiet)
+    except UserError as error:
+        print(f"run.py: error: {error}", flush=True)
+        raise

@@ -39,8 +39,9 @@ class InjectedFailure(RuntimeError):
 
 
 def _fail_if_asked(job: Job, client: ClientData, cycle: int, server_round: int) -> None:
-    """Testing: raise where the job names this client, cycle and round (round 0: the query)."""
-    if tuple(job.fail_client) == (client.partition_id, cycle, server_round):
+    """Testing: raise where the job names this client (-1: every client), cycle and round (round 0: the query)."""
+    if job.fail_client and job.fail_client[0] in (client.partition_id, -1) and \
+            tuple(job.fail_client[1:]) == (cycle, server_round):
         raise InjectedFailure(f"client {client.partition_id} fails in cycle {cycle} round {server_round} (test)")
 
 

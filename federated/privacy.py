@@ -78,17 +78,3 @@ class Audit:
                 raise PrivacyViolation(f"client node {_sender(reply)} broke the privacy rule: " + "; ".join(problems))
             self.checked += 1
         return replies
-
-
-class AuditedGrid:
-    """A Flower Grid whose every reply passes the privacy audit before anyone reads it."""
-
-    def __init__(self, grid, audit: Audit) -> None:
-        self._grid = grid
-        self.audit = audit
-
-    def send_and_receive(self, messages, *, timeout=None):
-        return self.audit.check(self._grid.send_and_receive(messages, timeout=timeout))
-
-    def __getattr__(self, name):
-        return getattr(self._grid, name)

@@ -10,23 +10,34 @@ sizes (largest remainder, capped by what each has left); FK methods merge every 
 candidates globally into the budget (federated/fk.py). A client that fails or times out in a
 query is recorded as missing (`missing_clients`): its share is not given to the others, so that
 cycle labels fewer images. A client that fails in a training round is left out of that round's
-average (Flower's strategies skip error replies) and logged.
+average (Flower's strategies skip error replies). Missing clients are named in the log, in the round's
+line and in the cycle's record. A client whose reply is an error is asked again while --client-timeout
+lasts (federated/grid.py); a round or an acquisition that no client answered is not a result: the run
+stops with one line naming the cycle and the clients, and nothing of that cycle is kept. So does a
+global model whose test loss is not finite (training diverged).
+
+A stop request (Ctrl-C, SIGTERM: federated/grid.py's Stop) ends the server's waits within a poll and
+is checked before every write: after it, nothing is written, and the same command resumes.
 """
 from __future__ import annotations
 
 import json
 import logging
+import math
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
+import torch
 import torch.nn.functional as F
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.serverapp import Grid, ServerApp
 
 from common import loop, storage
+from common import records as contract
 from common.errors import UserError
 from common.experiment import (
     INITIAL_KINDS, DatasetArrays, RunContext, RunSettings, check_settings, ensure_initial_models, finished_records,
@@ -35,8 +46,9 @@ from common.experiment import (
 from common.seeding import numpy_rng
 from common.train import accuracy_report, predict_logits, resolve_device
 from federated import fk
-from federated.privacy import Audit, AuditedGrid
-from federated.strategies import CLIENT_METHODS, make_aggregation
+from federated.grid import ServerGrid, Stop
+from federated.privacy import Audit
+from federated.strategies import CLIENT_METHODS, RoundFailed, make_aggregation
 from federated.task import Job, array_record, client_pools
 
 DISCOVERY_TIMEOUT = 120.0  # seconds to wait for every client node to connect and say who it is
@@ -74,12 +86,13 @@ def settings_that_matter(job: Job) -> dict:
     return json.loads(json.dumps(settings))  # the JSON form, as stored
 
 
-def discover_clients(grid: Grid, clients: int) -> dict[int, int]:
+def discover_clients(grid: ServerGrid, clients: int) -> dict[int, int]:
     """partition id -> Flower node id, asked of every node (node ids change from run to run)."""
     deadline = time.monotonic() + DISCOVERY_TIMEOUT
     while len(nodes := sorted(grid.get_node_ids())) < clients:
         if time.monotonic() > deadline:
             raise UserError(f"only {len(nodes)} of {clients} client nodes connected in {DISCOVERY_TIMEOUT:.0f}s")
+        grid.stop.check()
         time.sleep(0.5)
     messages = [Message(content=RecordDict({"config": ConfigRecord({})}), message_type="query.hello", dst_node_id=node)
                 for node in nodes]
@@ -101,11 +114,12 @@ class FederatedRun:
         self.ctx: RunContext = prepare_run(self.spec, data, job.protocol, job.run, out, self.device, log=log)
         self.parts = client_pools(self.ctx.pool.labels.numpy(), self.spec.num_classes, job.federation,
                                   job.protocol.seed)
-        self.owner = np.empty(len(self.ctx.pool), dtype=np.int64)  # pool position -> client
+        self.owner = np.full(len(self.ctx.pool), -1, dtype=np.int64)  # pool position -> client (-1: none)
         self.local = np.empty(len(self.ctx.pool), dtype=np.int64)  # pool position -> the client's local id
         for client, positions in enumerate(self.parts):
             self.owner[positions], self.local[positions] = client, np.arange(len(positions))
         self.folder = self.ctx.folder / f"unsup{job.unsupervised}" / method_label(job)
+        self.stop: Stop = grid.stop
         self.checked_before = grid.audit.checked  # replies of this cycle that passed the privacy audit
         self.model = self.spec.model(self.spec.num_classes, False)
         self.model_bytes = sum(t.numel() * t.element_size() for t in self.model.state_dict().values())
@@ -128,38 +142,82 @@ class FederatedRun:
     def _run(self) -> list[dict]:
         job, ctx = self.job, self.ctx
         records = finished_records(self.folder)
-        start = len(records)
+        start = min(len(records), job.cycles)
+        acquired = self._checked_files(records)  # a finished run's files are checked too, every time
         if start >= job.cycles:
             return records[: job.cycles]
         client_states = self._restore(start)
-        acquired = load_acquired(ctx, self.folder, records, job.budget, exact=False)
         labelled = [self.local[acquired[self.owner[acquired] == c]].tolist() for c in range(job.federation.clients)]
-        kept = [r for r in storage.read_jsonl(self.folder / "rounds.jsonl") if r.get("cycle", start) < start]
-        (self.folder / "rounds.jsonl").unlink(missing_ok=True)
-        for line in kept:  # a half-finished cycle's rounds are redone
-            storage.append_jsonl(self.folder / "rounds.jsonl", line)
+        self._forget_rounds_from(start)  # a half-finished cycle's rounds are redone
         for cycle in range(start, job.cycles):
-            began = time.perf_counter()
-            chosen, missing, query_bytes = self._acquire(cycle, labelled, client_states)
-            acquire_seconds = time.perf_counter() - began
+            try:
+                records.append(self._cycle(cycle, labelled, client_states))
+            except UserError:
+                with self.stop.writing():  # a failed cycle leaves nothing behind
+                    self._forget_rounds_from(cycle)
+                    (self.folder / f"acquired_{cycle:03d}.npy").unlink(missing_ok=True)
+                raise
+            client_states = self.client_states
+        return records
+
+    def _cycle(self, cycle: int, labelled: list[list[int]], client_states: dict) -> dict:
+        """One AL cycle: acquire, R rounds of training, the record; `labelled` grows in place."""
+        job, ctx = self.job, self.ctx
+        began = time.perf_counter()
+        chosen, missing, query_bytes = self._acquire(cycle, labelled, client_states)
+        acquire_seconds = time.perf_counter() - began
+        with self.stop.writing():
             loop.save_acquired(self.folder, cycle, ctx.split.pool_indices[chosen])
-            for position in chosen:
-                labelled[self.owner[position]].append(int(self.local[position]))
-            began = time.perf_counter()
-            client_states = self._train(cycle, labelled)
-            train_seconds = time.perf_counter() - began
-            record = self._record(cycle, labelled, missing, acquire_seconds, train_seconds, query_bytes)
-            extra = {"client_states": client_states} if self.method.uses_local_model else {}
+        for position in chosen:
+            labelled[self.owner[position]].append(int(self.local[position]))
+        began = time.perf_counter()
+        self.client_states, round_missing = self._train(cycle, labelled)
+        train_seconds = time.perf_counter() - began
+        record = self._record(cycle, labelled, missing, acquire_seconds, train_seconds, query_bytes)
+        extra = {"client_states": self.client_states} if self.method.uses_local_model else {}
+        with self.stop.writing():
             storage.save_checkpoint(self.folder / f"model_{cycle:03d}.pt",
                                     {"states": [self.model.state_dict()], **extra})
             storage.append_jsonl(self.folder / "metrics.jsonl", record)
             (self.folder / f"model_{cycle - 1:03d}.pt").unlink(missing_ok=True)
-            records.append(record)
-            self.log(f"[{self.spec.name} ir{imbalance_name(ctx.protocol.imbalance)} {job.federation.name()} "
-                     f"{method_label(job)} run{ctx.run}] cycle={cycle} labelled={record['labelled']} "
-                     f"acc={record['test_acc']:.4f} minority={record['minority_acc']:.4f} "
-                     f"acquire={acquire_seconds:.1f}s train={train_seconds:.1f}s")
-        return records
+        absent = "".join(f" missing: {what} {clients}" for what, clients in
+                         [("query", missing)] + [(f"round {r}", c) for r, c in sorted(round_missing.items())] if clients)
+        self.log(f"[{self.spec.name} ir{imbalance_name(ctx.protocol.imbalance)} {job.federation.name()} "
+                 f"{method_label(job)} run{ctx.run}] cycle={cycle} labelled={record['labelled']} "
+                 f"acc={record['test_acc']:.4f} minority={record['minority_acc']:.4f} "
+                 f"acquire={acquire_seconds:.1f}s train={train_seconds:.1f}s{absent}")
+        return record
+
+    # ------------------------------------------------------------------ files
+    def _checked_files(self, records: list[dict]) -> np.ndarray:
+        """Pool positions acquired by the finished cycles, in order, after checking every file they left:
+        the acquired files (members of the pool, never twice, each in a client's pool and counted in that
+        client's `client_labelled`), and rounds.jsonl (every finished cycle's rounds, once each, in order)."""
+        job = self.job
+        acquired = load_acquired(self.ctx, self.folder, records, job.budget, exact=False)
+        counts, done = np.zeros(job.federation.clients, dtype=np.int64), 0
+        for cycle, record in enumerate(records):
+            positions, done = acquired[done: record["labelled"]], record["labelled"]
+            path = self.folder / f"acquired_{cycle:03d}.npy"
+            if (self.owner[positions] < 0).any():
+                raise UserError(f"inconsistent results: {path} holds images outside every client's pool; delete the "
+                                f"method folder {self.folder} to redo it")
+            counts += np.bincount(self.owner[positions], minlength=job.federation.clients)
+            if record.get("client_labelled", counts.tolist()) != counts.tolist():
+                raise UserError(f"inconsistent results: {path} does not match client_labelled of cycle {cycle} in "
+                                f"{self.folder / 'metrics.jsonl'}; delete the method folder to redo it")
+        contract.check_rounds(self.folder / "rounds.jsonl", min(len(records), job.cycles), job.federation.rounds)
+        return acquired
+
+    def _forget_rounds_from(self, cycle: int) -> None:
+        """Keep only the rounds.jsonl lines of cycles before `cycle`."""
+        path = self.folder / "rounds.jsonl"
+        lines = contract.read_rounds(path)
+        kept = [line for line in lines if line["cycle"] < cycle]
+        if len(kept) < len(lines):
+            path.unlink()
+            for line in kept:
+                storage.append_jsonl(path, line)
 
     def _restore(self, start: int) -> dict:
         """Load the global model (initial, or the last finished cycle's) and the clients' local models."""
@@ -175,7 +233,8 @@ class FederatedRun:
     # ------------------------------------------------------------------ acquisition
     def _query(self, clients: list[int], labelled: list[list[int]], cycle: int, fields: dict,
                records: dict[int, dict] | None = None) -> dict[int, ConfigRecord]:
-        """Send one query message per client; the replies that came back, by partition id."""
+        """Send one query message per client; the replies that came back, by partition id (none at all
+        stops the run)."""
         global_weights = ArrayRecord(self.model.state_dict())
         messages = []
         for client in clients:
@@ -191,6 +250,10 @@ class FederatedRun:
                 self.log(f"cycle {cycle}: a client failed its query: {reply.error.reason}")
                 continue
             answered[int(reply.content["reply"]["partition-id"])] = reply.content["reply"]
+        if not answered:
+            raise UserError(f"cycle {cycle}: no client answered the acquisition query (clients "
+                            f"{', '.join(map(str, clients))}) within --client-timeout {self.job.client_timeout:g}s; "
+                            f"nothing of the cycle was kept, run the same command again to resume")
         return answered
 
     def _acquire(self, cycle: int, labelled: list[list[int]], client_states: dict) -> tuple[np.ndarray, list[int], int]:
@@ -242,9 +305,9 @@ class FederatedRun:
             top_k *= 2
 
     # ------------------------------------------------------------------ training and evaluation
-    def _train(self, cycle: int, labelled: list[list[int]]) -> dict:
+    def _train(self, cycle: int, labelled: list[list[int]]) -> tuple[dict, dict[int, list[int]]]:
         """R rounds of the federated strategy from the current global model; returns the clients' last
-        local weights (KSAS and LoGo query them next cycle)."""
+        local weights (KSAS and LoGo query them next cycle) and the clients missing from each round."""
         job = self.job
         strategy = make_aggregation(job.federation.fed_algo, job.federation.clients, job.federation.proximal_mu)
         config = ConfigRecord({"job": job.to_json(), "cycle": cycle,
@@ -256,22 +319,35 @@ class FederatedRun:
                 return None
             self.model.load_state_dict(arrays.to_torch_state_dict())
             report, loss = self._evaluate_with_loss()
+            if not math.isfinite(loss) or not all(torch.isfinite(t).all() for t in self.model.state_dict().values()):
+                raise UserError(f"cycle {cycle} round {server_round}: the global model's test loss is {loss} (training "
+                                f"diverged; a smaller --proximal-mu or fewer --local-epochs may help); nothing of the "
+                                f"cycle was kept")
+            missing = strategy.missing.get(server_round, [])
             line = {"dataset": self.spec.name, "imbalance": self.ctx.protocol.imbalance, "run": self.ctx.run,
                     "method": job.method, "local_loss": job.federation.local_loss, "unsupervised": job.unsupervised,
                     "federation": job.federation.name(), "val_per_class": self.ctx.protocol.val_per_class,
                     "cycle": cycle, "round": server_round, "test_acc": report["test_acc"], "test_loss": loss,
                     "seconds": round(time.perf_counter() - round_started[0], 4),
-                    "bytes": 2 * self.model_bytes * job.federation.clients}
-            storage.append_jsonl(self.folder / "rounds.jsonl", line)
+                    "bytes": 2 * self.model_bytes * job.federation.clients, "missing_clients": missing}
+            with self.stop.writing():
+                storage.append_jsonl(self.folder / "rounds.jsonl", line)
             round_started[0] = time.perf_counter()
             return MetricRecord({"test_acc": report["test_acc"], "test_loss": loss})
 
-        result = strategy.start(grid=self.grid, initial_arrays=ArrayRecord(self.model.state_dict()),
-                                num_rounds=job.federation.rounds, timeout=job.client_timeout, train_config=config,
-                                evaluate_fn=evaluate_round)
+        try:
+            result = strategy.start(grid=self.grid, initial_arrays=ArrayRecord(self.model.state_dict()),
+                                    num_rounds=job.federation.rounds, timeout=job.client_timeout, train_config=config,
+                                    evaluate_fn=evaluate_round)
+        except RoundFailed as failed:
+            raise UserError(f"cycle {cycle} round {failed.server_round}: no client answered the training round "
+                            f"(clients {', '.join(map(str, failed.missing))}) within --client-timeout "
+                            f"{job.client_timeout:g}s; nothing of the cycle was kept, run the same command again to "
+                            f"resume") from None
         if len(result.arrays):
             self.model.load_state_dict(result.arrays.to_torch_state_dict())
-        return {c: arrays.to_torch_state_dict() for c, arrays in getattr(strategy, "client_arrays", {}).items()}
+        states = {c: arrays.to_torch_state_dict() for c, arrays in getattr(strategy, "client_arrays", {}).items()}
+        return states, {r: c for r, c in strategy.missing.items() if c}
 
     def _evaluate_with_loss(self) -> tuple[dict, float]:
         test = self.ctx.test
@@ -299,29 +375,34 @@ class FederatedRun:
 
 
 def serve(grid: Grid, jobs: list[Job], out: Path, data: Callable[[str, str | None], DatasetArrays],
-          log: Callable[[str], None], verbose: bool = False) -> None:
-    """Run `jobs` in order on the clients behind `grid` (simulated or deployed alike)."""
+          log: Callable[[str], None], verbose: bool = False, stop: Stop | None = None) -> None:
+    """Run `jobs` in order on the clients behind `grid` (simulated or deployed alike); `stop` ends them."""
     if not verbose:  # Flower logs every round; our own lines say what happened
         logging.getLogger("flwr").setLevel(logging.ERROR)
     spec = jobs[0].spec
     shapes = {k: tuple(v.shape) for k, v in spec.model(spec.num_classes, False).state_dict().items()}
-    audited = AuditedGrid(grid, Audit(shapes))
-    nodes = discover_clients(audited, jobs[0].federation.clients)
+    server_grid = ServerGrid(grid, Audit(shapes), stop)
+    nodes = discover_clients(server_grid, jobs[0].federation.clients)
     for job in jobs:
-        FederatedRun(job, audited, nodes, out, data(job.dataset, job.data_root), log).run()
+        FederatedRun(job, server_grid, nodes, out, data(job.dataset, job.data_root), log).run()
 
 
 def make_server_app(jobs: list[Job], out: Path, data: Callable[[str, str | None], DatasetArrays],
-                    log: Callable[[str], None], errors: list[BaseException], verbose: bool = False) -> ServerApp:
+                    log: Callable[[str], None], errors: list[BaseException], verbose: bool = False,
+                    stop: Stop | None = None, done: threading.Event | None = None) -> ServerApp:
     """The simulation's ServerApp running `jobs` (settings come through this factory: Flower's simulation
-    leaves context.run_config empty). An exception is kept in `errors` for the caller to report."""
+    leaves context.run_config empty). An exception is kept in `errors` for the caller to report; `done`
+    is set when the server has stopped working (its thread may still be winding down in Flower)."""
     app = ServerApp()
 
     @app.main()
     def main(grid: Grid, _context: Context) -> None:
         try:
-            serve(grid, jobs, out, data, log, verbose)
+            serve(grid, jobs, out, data, log, verbose, stop)
         except BaseException as error:  # noqa: BLE001  (reported by the caller, in the main thread)
             errors.append(error)
+        finally:
+            if done is not None:
+                done.set()
 
     return app

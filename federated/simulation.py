@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable
+import signal
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from common.experiment import dataset_arrays
@@ -12,6 +15,7 @@ from common.errors import UserError
 from federated.task import Job
 
 OBJECT_STORE_BYTES = 128 * 1024 * 1024
+STOP_SECONDS = 60.0  # how long a stopped run waits for the server to finish the computation it is in
 
 
 def backend_config(clients: int) -> dict:
@@ -31,22 +35,65 @@ def run_jobs(jobs: list[Job], out: Path, log: Callable[[str], None] = print, ver
         return
     os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+    os.environ.setdefault("RAY_DISABLE_FAILURE_SIGNAL_HANDLER", "1")  # a stop signal is ours to report, in one line
     os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
     from flwr.simulation import run_simulation  # noqa: PLC0415  (imports Ray: only when federated runs are asked)
 
     from federated.client_app import app as client_app  # noqa: PLC0415
     from federated.server_app import make_server_app  # noqa: PLC0415
 
+    from federated.grid import Interrupted, Stop  # noqa: PLC0415
+
     if not verbose:  # Flower warns about its own deprecations and skipped evaluation; our lines say what ran
         logging.getLogger("flwr").setLevel(logging.ERROR)
     errors: list[BaseException] = []
-    server_app = make_server_app(jobs, out, dataset_arrays, log, errors, verbose)
-    run_simulation(server_app=server_app, client_app=client_app, num_supernodes=jobs[0].federation.clients,
-                   backend_config=backend_config(jobs[0].federation.clients), verbose_logging=verbose)
+    stop, server_done = Stop(), threading.Event()
+    server_app = make_server_app(jobs, out, dataset_arrays, log, errors, verbose, stop, server_done)
+    try:
+        with stopping_on_signals(stop):
+            run_simulation(server_app=server_app, client_app=client_app, num_supernodes=jobs[0].federation.clients,
+                           backend_config=backend_config(jobs[0].federation.clients), verbose_logging=verbose)
+    except (KeyboardInterrupt, SystemExit) as signalled:
+        if isinstance(signalled, SystemExit) and signalled.code != signal.SIGTERM:
+            raise
+        stop.set()  # Ray's own SIGTERM handler (sys.exit(15)) bypassed ours: stop the server here
+        server_done.wait(STOP_SECONDS)
+        _stop_ray()
+        raise KeyboardInterrupt from None
+    if any(isinstance(error, Interrupted) for error in errors):
+        raise KeyboardInterrupt
     if errors:
         raise errors[0]
     if not all(_finished(job, out) for job in jobs):
         raise UserError("the federated simulation ended before every run finished (see the log above)")
+
+
+@contextmanager
+def stopping_on_signals(stop) -> Iterator[None]:
+    """While the simulation runs, SIGINT and SIGTERM first stop the server (no write after the signal),
+    then interrupt the main thread (Flower's runtime and its Ray actors wind down)."""
+
+    def handler(_signal: int, _frame) -> None:
+        stop.set()
+        raise KeyboardInterrupt
+
+    if threading.current_thread() is not threading.main_thread():  # signals reach the main thread only
+        yield
+        return
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def _stop_ray() -> None:
+    """Flower shuts its Ray down when its runtime ends; after an interrupt make sure of it."""
+    import ray  # noqa: PLC0415
+
+    if ray.is_initialized():
+        ray.shutdown()
 
 
 def _finished(job: Job, out: Path) -> bool:

@@ -37,18 +37,31 @@ def partition_of(reply) -> int:
     return -1
 
 
+class RoundFailed(Exception):
+    """A training round that no client answered (nothing to aggregate)."""
+
+    def __init__(self, server_round: int, missing: list[int]) -> None:
+        super().__init__(f"round {server_round}: no client answered")
+        self.server_round, self.missing = server_round, missing
+
+
 def ordered(base: type) -> type:
     """`base` (a Flower strategy) aggregating replies in partition order, so float sums never depend
-    on which client answered first; failed clients are logged and kept in `failed`, and the last
-    round's per-client weights in `client_arrays` (KSAS and LoGo query each client's local model)."""
+    on which client answered first; failed clients are logged, the partitions missing from each round
+    kept in `missing` (a round with none raises RoundFailed), and the last round's per-client weights in
+    `client_arrays` (KSAS and LoGo query each client's local model)."""
 
     class Ordered(base):
         def aggregate_train(self, server_round, replies):
             replies = sorted(replies, key=lambda reply: (partition_of(reply), reply.metadata.src_node_id))
-            self.failed = [reply for reply in replies if reply.has_error()]
-            for reply in self.failed:
-                LOG.warning("round %d: client node %d failed: %s", server_round, reply.metadata.src_node_id,
-                            reply.error.reason)
+            for reply in replies:
+                if reply.has_error():
+                    LOG.warning("round %d: client node %d failed: %s", server_round, reply.metadata.src_node_id,
+                                reply.error.reason)
+            answered = {partition_of(r) for r in replies if not r.has_error()}
+            self.missing[server_round] = [c for c in range(self.clients) if c not in answered]
+            if not answered:
+                raise RoundFailed(server_round, self.missing[server_round])
             self.client_arrays = {partition_of(r): r.content["arrays"] for r in replies if not r.has_error()}
             return super().aggregate_train(server_round, replies)
 
@@ -81,9 +94,11 @@ def make_aggregation(name: str, clients: int, proximal_mu: float):
     import flwr.serverapp.strategy as flower  # noqa: PLC0415
 
     aggregation = AGGREGATIONS.get(name)
-    return ordered(getattr(flower, aggregation.flower_strategy))(
+    strategy = ordered(getattr(flower, aggregation.flower_strategy))(
         fraction_train=1.0, fraction_evaluate=0.0, min_train_nodes=clients, min_evaluate_nodes=0,
         min_available_nodes=clients, **aggregation.options(proximal_mu))
+    strategy.clients, strategy.missing = clients, {}
+    return strategy
 
 
 # ----------------------------------------------------------------------------- client acquisition

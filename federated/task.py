@@ -72,7 +72,7 @@ class Job:
     batch_size: int
     device: str = "cpu"
     client_timeout: float = 600.0  # seconds a round waits for the clients' replies
-    fail_client: tuple[int, ...] = ()  # testing: (partition id, cycle, round) where that client raises (round 0: query)
+    fail_client: tuple[int, ...] = ()  # testing: (partition id or -1 for all, cycle, round) where it raises (0: query)
     extra: dict = field(default_factory=dict)
 
     def to_json(self) -> str:

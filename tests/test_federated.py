@@ -6,10 +6,13 @@ resumed run. The privacy rule is checked on every reply of each of them (message
 """
 from __future__ import annotations
 
+import fcntl
 import json
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +22,7 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, MetricRecord, RecordDict
 from PIL import Image
 
 from common.datasets import DATASETS, Split
+from common.errors import UserError
 from common.experiment import Protocol, draw_split
 from common.images import take
 from common.records import metrics_problem
@@ -294,3 +298,144 @@ def test_local_deployment_runs_a_cycle_and_stops_every_process(tmp_path):
     left = subprocess.run(["pgrep", "-f", "flower-superlink|flower-supernode|flower-superexec|flwr-serverapp"],
                           capture_output=True, text=True)
     assert left.stdout.strip() == "", f"processes left running: {left.stdout}"
+
+
+# ----------------------------------------------------------------------------- faults (stops, silent clients)
+def file_states(out: Path) -> dict[str, tuple[int, int]]:
+    """(size, modification time) of every file below `out`."""
+    return {str(path.relative_to(out)): (path.stat().st_size, path.stat().st_mtime_ns)
+            for path in sorted(out.rglob("*")) if path.is_file()}
+
+
+def children_of(pid: int) -> list[int]:
+    found = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout.split()
+    return [int(child) for child in found]
+
+
+def running(pid: int) -> bool:
+    """Whether process `pid` exists and is not a zombie."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+
+
+def wait_gone(pids: list[int], seconds: float) -> list[int]:
+    """Those of `pids` still running (not zombies) after waiting up to `seconds`."""
+    deadline = time.monotonic() + seconds
+    while True:
+        alive = [pid for pid in pids if running(pid)]
+        if not alive or time.monotonic() > deadline:
+            return alive
+        time.sleep(0.5)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_a_signal_stops_the_simulation_at_once_and_the_resume_equals_an_uninterrupted_run(federated_run, tmp_path,
+                                                                                          sig):
+    """A signal after the first round's line: exit 130 within seconds with one line, no file written after
+    it, the folder's lock free, Ray's processes gone; the same command then ends as an uninterrupted run."""
+    command = [sys.executable, "run.py", "--out", str(tmp_path), *FLAGS, "--methods", "entropy"]
+    process = subprocess.Popen(command, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    folder = tmp_path / RUN / "unsup0" / "entropy"
+    deadline = time.monotonic() + 600
+    while not ((folder / "rounds.jsonl").exists() and (folder / "rounds.jsonl").read_text().strip()):
+        assert process.poll() is None and time.monotonic() < deadline, "no round was written"
+        time.sleep(0.1)
+    children = children_of(process.pid)
+    process.send_signal(sig)
+    sent = time.monotonic()
+    time.sleep(0.5)
+    after_signal = file_states(tmp_path)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130 and time.monotonic() - sent < 60
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert lines == ["run.py: interrupted; run the same command again to resume"], stderr
+    assert file_states(tmp_path) == after_signal, "a file was written after the signal"
+    with (folder / ".lock").open("w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)  # free: raises BlockingIOError if still held
+    assert children and wait_gone(children, 30) == [], "Ray's processes outlived the run"
+    if sig == signal.SIGINT:
+        assert run_cli("--out", tmp_path, *FLAGS, "--methods", "entropy", timeout=900).returncode == 0
+        first, resumed = results(federated_run, "entropy"), results(tmp_path, "entropy")
+        assert resumed[1] == first[1] and timeless(resumed[0]) == timeless(first[0])
+        assert [r["test_acc"] for r in resumed[2]] == [r["test_acc"] for r in first[2]]
+
+
+def test_a_cycle_no_client_answers_is_not_recorded(federated_run, tmp_path):
+    """--client-timeout too short for any reply: one line naming the cycle and the clients, exit 2, nothing
+    of the cycle on disk; the same command with the default timeout then runs as if nothing happened."""
+    line = assert_one_line_error(run_cli("--out", tmp_path, *FLAGS, "--methods", "entropy", "--client-timeout",
+                                         "1e-6", timeout=900))
+    assert "cycle 0" in line and "clients 0, 1, 2" in line and "no client answered" in line
+    folder = tmp_path / RUN / "unsup0" / "entropy"
+    assert not (folder / "metrics.jsonl").exists() and not list(folder.glob("acquired_*.npy"))
+    assert run_cli("--out", tmp_path, *FLAGS, "--methods", "entropy", timeout=900).returncode == 0
+    first, rerun = results(federated_run, "entropy"), results(tmp_path, "entropy")
+    assert rerun[1] == first[1] and timeless(rerun[0]) == timeless(first[0])
+
+
+def tiny_job(method: str, **changes) -> Job:
+    spec = DATASETS.get("digits")
+    fed = Federation(**{"clients": 3, "alpha": 0.5, "rounds": 2, "local_epochs": 1, **changes.pop("federation", {})})
+    protocol = Protocol("digits", 10.0, 20, (5, 6, 7, 8, 9), 0, federation=fed.name())
+    return Job(dataset="digits", data_root=None, protocol=protocol, run=0, federation=fed, method=method,
+               unsupervised=0, budget=10, cycles=2, schedule=spec.schedule,
+               descriptor_layers=spec.descriptor_layers["l80"], top_k=32, batch_size=512, **changes)
+
+
+def test_a_round_no_client_answers_and_a_diverged_model_stop_the_run(tmp_path):
+    """Every client fails round 1 of cycle 1 (each asked twice): one line naming cycle, round and clients, and
+    cycle 1 leaves nothing behind (cycle 0 stays). A loss that becomes NaN (FedProx with mu 1e6) stops the run
+    naming cycle and round instead of writing NaN (the rounds before it are not kept either)."""
+    lines = []
+    with pytest.raises(UserError, match=r"cycle 1 round 1: no client answered the training round \(clients 0, 1, 2\)"):
+        run_jobs([tiny_job("entropy", fail_client=(-1, 1, 1))], tmp_path, lines.append)
+    records, acquired, rounds = results(tmp_path, "entropy")
+    assert [r["iteration"] for r in records] == [0] and len(acquired) == 1
+    assert [(r["cycle"], r["round"]) for r in rounds] == [(0, 1), (0, 2)]
+    assert not (tmp_path / RUN / "unsup0" / "entropy" / "acquired_001.npy").exists()
+    diverging = {"fed_algo": "fedprox", "proximal_mu": 1e6, "local_epochs": 3}  # several steps a round: w leaves w_g
+    with pytest.raises(UserError, match=r"cycle 0 round \d: the global model's test loss is nan"):
+        run_jobs([tiny_job("entropy", federation=diverging)], tmp_path, print)
+    diverged = tmp_path / "digits" / "ir10_val20_fed-c3-dirichlet-a0.5-fedprox1000000-r2-e3" / "run0" / "unsup0"
+    assert not (diverged / "entropy" / "metrics.jsonl").exists() and not (diverged / "entropy" / "rounds.jsonl").exists()
+
+
+@pytest.mark.parametrize("damage, expected", [
+    ("duplicated round", "line 2: cycle 0 round 1 where cycle 0 round 2 belongs"),
+    ("emptied rounds", "end of file: cycle 0 ends at round 0"),
+    ("accuracy 2.0", "test_acc is 2.0"),
+    ("index twice", "holds an image twice"),
+    ("index outside the pool", "not in the run's pool"),
+    ("truncated acquired file", "corrupted index file"),
+])
+def test_a_damaged_file_of_a_finished_federated_run_is_refused(federated_run, tmp_path, damage, expected):
+    """Whenever a finished run is touched (rerun, run_plot.py), every file it holds is checked: one line naming
+    the file (and the line)."""
+    out = tmp_path / "out"
+    shutil.copytree(federated_run / RUN / "unsup0" / "entropy", out / RUN / "unsup0" / "entropy")
+    for name in ("protocol.json", "split.npz"):
+        shutil.copy(federated_run / RUN / name, out / RUN / name)
+    folder = out / RUN / "unsup0" / "entropy"
+    rounds = (folder / "rounds.jsonl").read_text().splitlines()
+    acquired = np.load(folder / "acquired_001.npy")
+    if damage == "duplicated round":
+        (folder / "rounds.jsonl").write_text("\n".join([rounds[0], *rounds]) + "\n")
+    elif damage == "emptied rounds":
+        (folder / "rounds.jsonl").write_text("")
+    elif damage == "accuracy 2.0":
+        (folder / "rounds.jsonl").write_text("\n".join([json.dumps({**json.loads(rounds[0]), "test_acc": 2.0}),
+                                                        *rounds[1:]]) + "\n")
+    elif damage == "index twice":
+        np.save(folder / "acquired_001.npy", np.concatenate([acquired[:-1], acquired[:1]]))
+    elif damage == "index outside the pool":
+        np.save(folder / "acquired_001.npy", np.concatenate([acquired[:-1], [10**6]]))
+    else:
+        (folder / "acquired_001.npy").write_bytes((folder / "acquired_001.npy").read_bytes()[:100])
+    line = assert_one_line_error(run_cli("--out", out, *FLAGS, "--methods", "entropy", timeout=900))
+    assert expected in line and str(folder) in line, line
+    if "round" in damage or "accuracy" in damage:
+        plotted = subprocess.run([sys.executable, "run_plot.py", "--dataset", "digits", "--out", str(out)],
+                                 cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+        assert expected in assert_one_line_error(plotted)
