@@ -156,14 +156,14 @@ def interrupt_on_signals() -> None:
     signal.signal(signal.SIGTERM, raise_interrupt)
 
 
-def _exit(code: int) -> NoReturn:
-    """Exit with `code`; if a library left non-daemon threads behind (Flower's simulation workers waiting
-    on a stopped Ray), leave without waiting for them: every result was written before this point."""
+def _exit_interrupted() -> NoReturn:
+    """Exit with 130; if a library left non-daemon threads behind (Flower's simulation workers waiting on
+    a stopped Ray), leave without waiting for them: the run stopped writing before this point."""
     if any(t.is_alive() and not t.daemon for t in threading.enumerate() if t is not threading.main_thread()):
         sys.stdout.flush()
         sys.stderr.flush()
-        os._exit(code)
-    sys.exit(code)
+        os._exit(INTERRUPTED_EXIT)
+    sys.exit(INTERRUPTED_EXIT)
 
 
 def run_main(main: Callable[[argparse.Namespace], None], parser: argparse.ArgumentParser) -> None:
@@ -175,10 +175,10 @@ def run_main(main: Callable[[argparse.Namespace], None], parser: argparse.Argume
         main(arguments)
     except UserError as error:
         print(f"{parser.prog}: error: {error}", file=sys.stderr)
-        _exit(2)
+        sys.exit(2)
     except OSError as error:  # a read-only or full --out, a path that is a file: one line, not a traceback
         print(f"{parser.prog}: error: {describe_os_error(error)}", file=sys.stderr)
-        _exit(2)
+        sys.exit(2)
     except KeyboardInterrupt:
         print(_interrupted_message(parser.prog), file=sys.stderr)
-        _exit(INTERRUPTED_EXIT)
+        _exit_interrupted()
