@@ -89,6 +89,10 @@ def get_args_parser() -> argparse.ArgumentParser:
     al.add_argument("--unsupervised", type=int_list, default="0",
                     help="0: start from a random model, 1: from the rotation-pretrained one (0,1 for both)")
     al.add_argument("--iterations", type=positive_int, default=None, help="acquisitions per run (default: dataset's)")
+    al.add_argument("--initial-labels", type=non_negative_int, default=0,
+                    help="pool images labelled at random before the first acquisition (a starting set, as KAFAL, "
+                         "LoGo and AAL use); the model is trained on them first, they count in every total "
+                         "(federated: drawn per client in proportion to its pool)")
     al.add_argument("--budget", type=positive_int, default=None, help="images acquired per iteration (default: dataset's)")
     al.add_argument("--epochs", type=positive_int, default=None,
                     help="training epochs per iteration; milestones scale with it (default: dataset's schedule)")
@@ -223,13 +227,14 @@ def run_indices(args: argparse.Namespace) -> range:
     return range(start, stop)
 
 
-def check_budget(pool_size: int, budget: int, iterations: int) -> None:
+def check_budget(pool_size: int, budget: int, iterations: int, initial_labels: int = 0) -> None:
     if budget > pool_size:
         raise UserError(f"--budget {budget} is larger than the pool ({pool_size} images)")
-    if budget * iterations > pool_size:
+    if initial_labels + budget * iterations > pool_size:
+        start = f"{initial_labels} initial labels + " if initial_labels else ""
         raise UserError(
-            f"{iterations} iterations x budget {budget} = {budget * iterations} labels would exhaust the pool "
-            f"({pool_size} images); lower --iterations or --budget"
+            f"{start}{iterations} iterations x budget {budget} = {initial_labels + budget * iterations} labels would "
+            f"exhaust the pool ({pool_size} images); lower --iterations or --budget"
         )
 
 
@@ -244,6 +249,7 @@ def protocols(args: argparse.Namespace, spec: DatasetSpec) -> list[tuple[int, Pr
                 dataset=spec.name, imbalance=imbalance, val_per_class=args.val_per_class or spec.val_per_class,
                 minority_classes=minority, seed=args.seed + run, imbalance_rule=spec.imbalance_rule,
                 minority_set=minority_set_name(minority) if args.minority_classes else "",
+                initial_labels=args.initial_labels,
             )))
     return found
 
@@ -351,7 +357,7 @@ def central_jobs(args: argparse.Namespace, exp: Experiment) -> list[CentralJob]:
     for _run, protocol in runs:  # every check before the first file is written
         split = draw_split(spec, exp.data.train.labels.numpy(), protocol)
         if any(m != ALL_TRAIN for m in args.methods):
-            check_budget(len(split.pool_indices), exp.budget, exp.iterations)
+            check_budget(len(split.pool_indices), exp.budget, exp.iterations, protocol.initial_labels)
         check_val_folds(len(split.val_indices), args.val_folds, args.methods)
     jobs = []
     for run, protocol in runs:
@@ -380,7 +386,7 @@ def asynchronous_jobs(args: argparse.Namespace, exp: Experiment) -> list[tuple[R
             for run, protocol in protocols(args, spec)]
     for _run, protocol in runs:  # every check before the first file is written
         asynchronous_experiment.check_pool(len(draw_split(spec, exp.data.train.labels.numpy(), protocol).pool_indices),
-                                           timing)
+                                           timing, protocol.initial_labels)
     jobs = []
     for run, protocol in runs:
         ctx = prepare_run(spec, exp.data, protocol, run, args.out, options.device, options.progress, exp.log)
@@ -401,7 +407,7 @@ def federated_jobs(args: argparse.Namespace, exp: Experiment) -> list:
     labels = exp.data.train.labels.numpy()
     for _run, protocol in runs:  # every check before the first file is written
         pool_labels = labels[draw_split(spec, labels, protocol).pool_indices]
-        check_budget(len(pool_labels), exp.budget, exp.iterations)
+        check_budget(len(pool_labels), exp.budget, exp.iterations, protocol.initial_labels)
         federated_experiment.check_partition(pool_labels, spec.num_classes, fed, protocol.seed, exp.budget)
     for run, protocol in runs:
         prepare_run(spec, exp.data, protocol, run, args.out, options.device, log=exp.log)

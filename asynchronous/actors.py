@@ -46,9 +46,10 @@ class LabelStore:
 
     def __init__(self, ctx: RunContext, folder: Path, settings: RunSettings, settings_json: dict,
                  shards: list[np.ndarray], arrived: list[tuple[int, np.ndarray]], trainings: list[dict],
-                 fields: dict, validation_labels: int) -> None:
+                 fields: dict, validation_labels: int, initial: np.ndarray | None = None) -> None:
         """`arrived`: (worker, pool positions) of the requests answered before (a resumed run), in order;
-        `trainings`: the finished trainings' metrics lines; `fields`: what every line of the run holds."""
+        `trainings`: the finished trainings' metrics lines; `fields`: what every line of the run holds;
+        `initial`: the starting labelled set (pool positions), labelled before every request."""
         self.ctx, self.folder, self.settings, self.fields = ctx, folder, settings, fields
         self.validation_labels = validation_labels
         storage.remove_stale_temporaries(folder)
@@ -60,9 +61,10 @@ class LabelStore:
         self.owner = np.full(len(ctx.pool), -1, dtype=np.int64)  # pool position -> worker
         for worker, shard in enumerate(shards):
             self.owner[shard] = worker
-        self.oracle = Oracle(ctx.pool.labels)
+        self.oracle = Oracle(ctx.pool.labels, revealed=np.empty(0, dtype=np.int64) if initial is None else initial)
         self.requests: list[tuple[int, np.ndarray]] = []  # (worker, positions) in arrival order
-        self.arrived_labels = [0]  # labels after each request: arrived_labels[n] for the first n requests
+        # labels after each request: arrived_labels[n] for the first n requests (the starting set included)
+        self.arrived_labels = [len(self.oracle.labelled)]
         self.wall_seconds: list[float] = []
         for worker, positions in arrived:
             self._reveal(worker, positions, 0.0)
@@ -140,9 +142,11 @@ class Worker:
     """Selects `size` images of its shard with its strategy and the model version it is given."""
 
     def __init__(self, worker: int, strategy: str, dataset: str, store, options: AcquisitionOptions, seed: int,
-                 scratch: Path, threads: int = 1) -> None:
+                 scratch: Path, threads: int = 1, trained_before: bool = False) -> None:
+        """`trained_before`: the initial model was trained on a starting set (uncertainty is then read at once)."""
         set_cpu_threads(threads)
         self.worker, self.name, self.seed, self.store = worker, strategy, seed, store
+        self.trained_before = trained_before
         self.spec, self.strategy, self.options = DATASETS.get(dataset), STRATEGIES.get(strategy), options
         self.shard, self.pool, self.validation = ask(store, "worker_data", worker)  # pool positions, images
         self.obtained: list[np.ndarray] = list(ask(store, "obtained", worker, None))  # pool positions per request
@@ -166,6 +170,7 @@ class Worker:
             validation=self.validation, iteration=version, budget=size,
             rng=numpy_rng(self.seed, "query", self.worker, index),
             seed=torch_seed(self.seed, "query", self.worker, index), options=self.options, scratch=self.scratch,
+            trained_before=self.trained_before,
         )
         chosen, _ = loop.acquire(self.strategy, acquisition, self.name)
         positions = self.shard[chosen]

@@ -5,9 +5,13 @@
 shard; a training is due each time the labelled set has grown by `threshold`; server (k-1) mod S
 takes training k when it is free (round-robin), after training k-1 has started, on the labels that
 have arrived by then, from the newest published model; a request uses the newest model published
-when it is sent. Asynchronous workers ask again as soon as their labels arrive; synchronous ones
-(AAL's baseline) ask together in rounds, and a round starts only when every request of the last one
-was answered and every due training was published. The run stops when training `trainings` is
+when it is sent. An asynchronous worker asks again once its labels have arrived AND a model newer than
+the one its last request used is published (AAL's workers block on the model version), so it makes at
+most one request per model version, the initial model included (AAL's PyTorch code). Only if that rule
+would stall the clock (nothing in flight, no training running or due: a --train-threshold above
+query batch x workers, or shards that ran dry) may idle workers ask again with the same model.
+Synchronous workers (AAL's baseline) ask together in rounds, and a round starts only when every
+request of the last one was answered and every due training was published. The run stops when training `trainings` is
 published; the label budget is trainings x threshold.
 
 `simulate` runs the rules on a seeded clock: the annotator latency of request j of worker w is drawn
@@ -104,6 +108,7 @@ class Coordinator:
         self.timing, self.seed = timing, seed
         self.remaining = list(shard_sizes)  # unlabelled images left in each worker's shard
         self.next_index = [0] * timing.workers
+        self.last_version = [-1] * timing.workers  # the model version of each worker's last request
         self.ready_at = [0.0] * timing.workers
         self.in_flight: dict[int, Query] = {}  # by worker
         self.asked = 0  # labels requested so far (arrived or in flight)
@@ -126,6 +131,7 @@ class Coordinator:
         """Continue a run from its files: the (worker, size) of every request that arrived, in order, and
         the number of published trainings (real latency: the clock restarts at 0)."""
         for worker, size in requests:
+            self.last_version[worker] = trainings  # a resumed worker waits for the next model (real latency)
             self.remaining[worker] -= size
             self.next_index[worker] += 1
             self.asked += size
@@ -174,11 +180,14 @@ class Coordinator:
             return []
         if self.timing.sync and (self.in_flight or len(self.published) < len(self.due)):
             return []
+        stalled = not self.in_flight and len(self.published) == len(self.started) == len(self.due)
         issued = []
         for worker in range(self.timing.workers):
             size = min(self.timing.query_batch, self.remaining[worker], self.timing.budget - self.asked)
-            if worker in self.in_flight or size <= 0:
+            waiting = not self.timing.sync and self.last_version[worker] >= self.newest and not stalled
+            if worker in self.in_flight or size <= 0 or waiting:
                 continue
+            self.last_version[worker] = self.newest
             query = Query(worker=worker, index=self.next_index[worker], size=size, version=self.newest,
                           ready=self.ready_at[worker], issued=now,
                           latency=latency(self.seed, self.timing.latency, worker, self.next_index[worker]))

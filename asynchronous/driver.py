@@ -31,13 +31,15 @@ import numpy as np
 from asynchronous import clock
 from asynchronous.actors import LabelStore, Server, Worker
 from asynchronous.shards import make_shards
+from common import loop, storage
 from common import records as contract
-from common import storage
 from common.errors import UserError
 from common.experiment import (
     INITIAL_KINDS, RunContext, RunSettings, check_settings, ensure_initial_models, finished_records, imbalance_name,
-    initial_model_path, load_acquired, settings_that_matter,
+    initial_label_positions, initial_model_path, load_acquired, settings_that_matter, subset,
 )
+from common.oracle import Oracle
+from common.seeding import torch_seed
 from common.strategies import STRATEGIES, AcquisitionOptions
 
 POLL_SECONDS = 1.0  # every wait on Ray returns at least this often (Ctrl-C, dead actors)
@@ -198,6 +200,8 @@ class AsyncRun:
         self.ctx, self.job, self.options, self.folder = ctx, job, options, folder
         self.timing, self.spec = job.timing, ctx.spec
         self.waits: list[float] = []
+        # the starting labelled set (--initial-labels): labelled before any request, in no worker's shard
+        self.initial = initial_label_positions(len(ctx.pool), ctx.protocol.initial_labels, ctx.protocol.seed)
 
     def run(self, backend_for: Callable[[int], object]) -> list[dict]:
         job, ctx = self.job, self.ctx
@@ -214,7 +218,7 @@ class AsyncRun:
         self.backend = backend = backend_for(1 + self.timing.workers + self.timing.servers)
         try:
             self._start_actors(shards, arrived, records)
-            self.weights = {0: backend.put(initial)}
+            self.weights = {0: backend.put(self._version_zero(initial))}
             for number in range(1, len(records) + 1):
                 self.weights[number] = backend.put(self._checkpoint(number))
             if self.timing.latency_mode == "real":
@@ -225,9 +229,22 @@ class AsyncRun:
             backend.close()
         return finished_records(self.folder)
 
+    def _version_zero(self, initial: dict) -> dict:
+        """The model every worker's first request uses: the run's initial weights, trained on the starting set
+        when there is one (AAL's initial model), the same way every time (a resumed run trains it again)."""
+        if not len(self.initial):
+            return initial
+        model = self.spec.model(self.spec.num_classes, False)
+        model.load_state_dict(initial)
+        oracle = Oracle(self.ctx.pool.labels, revealed=self.initial)
+        images, labels = loop.training_set(self.ctx.pool, oracle)
+        loop.fit([model], images, labels, self.job.settings.schedule, self.spec.normalise,
+                 [torch_seed(self.ctx.protocol.seed, "train-initial", 0)], self.options.device)
+        return {name: tensor.detach().cpu() for name, tensor in model.state_dict().items()}
+
     # ------------------------------------------------------------------ files
     def _stored_shards(self) -> list[np.ndarray]:
-        """The shards (pool positions) in shards.npz, checked to split the run's pool."""
+        """The shards (pool positions) in shards.npz, checked to split the run's pool less the starting set."""
         path, workers, pool_indices = self.folder / "shards.npz", self.timing.workers, self.ctx.split.pool_indices
         if not path.exists():
             raise UserError(f"inconsistent results: {path} is missing beside finished trainings; delete the method "
@@ -236,7 +253,7 @@ class AsyncRun:
         shards = [np.minimum(np.searchsorted(pool_indices, arrays[f"worker{w}"]), len(pool_indices) - 1)
                   for w in range(workers)]
         inside = all(np.array_equal(pool_indices[s], arrays[f"worker{w}"]) for w, s in enumerate(shards))
-        if not inside or not np.array_equal(np.sort(np.concatenate(shards)), np.arange(len(pool_indices))):
+        if not inside or not np.array_equal(np.sort(np.concatenate(shards)), self._shardable()):
             raise UserError(f"corrupted file {path} (the shards do not split the run's pool); delete the method "
                             f"folder {self.folder} to redo it")
         return shards
@@ -247,8 +264,15 @@ class AsyncRun:
             return self._stored_shards()
         model = self.spec.model(self.spec.num_classes, False)
         model.load_state_dict(initial)
-        return make_shards(self.timing.split, self.ctx.pool, self.timing.workers, self.ctx.protocol.seed, model,
-                           self.spec.normalise, self.spec.penultimate, self.options.device, self.options.batch_size)
+        rest = self._shardable()
+        parts = make_shards(self.timing.split, subset(self.ctx.pool, rest), self.timing.workers,
+                            self.ctx.protocol.seed, model, self.spec.normalise, self.spec.penultimate,
+                            self.options.device, self.options.batch_size)
+        return [rest[part] for part in parts]
+
+    def _shardable(self) -> np.ndarray:
+        """Pool positions the workers share out: every one but the starting set's."""
+        return np.setdiff1d(np.arange(len(self.ctx.pool)), self.initial)
 
     def _arrived(self, shards: list[np.ndarray], records: list[dict]) -> list[tuple[int, np.ndarray, dict]]:
         """(worker, pool positions, line) of every answered request in queries.jsonl, checked: in the worker's
@@ -271,7 +295,7 @@ class AsyncRun:
                 raise UserError(f"inconsistent results: {path} line {number}: {problem}; delete the method folder "
                                 f"{self.folder} to redo it")
             arrived.append((worker, positions, line))
-        acquired = load_acquired(self.ctx, self.folder, records, len(pool_indices), exact=False)
+        acquired = load_acquired(self.ctx, self.folder, records, len(pool_indices), exact=False, initial=self.initial)
         in_order = np.concatenate([positions for _, positions, _ in arrived]) if arrived else np.empty(0, np.int64)
         if not np.array_equal(acquired, in_order[: len(acquired)]):
             raise UserError(f"inconsistent results: the acquired files of {self.folder} do not match queries.jsonl; "
@@ -298,12 +322,12 @@ class AsyncRun:
         self.store = backend.create(
             LabelStore, ctx, self.folder, job.settings, job.settings_json(), shards,
             [(worker, positions) for worker, positions, _ in arrived], records, self.fields,
-            len(ctx.validation) if uses_validation else 0, role="store")
+            len(ctx.validation) if uses_validation else 0, self.initial, role="store")
         scratch = Path(tempfile.gettempdir()) / f"fkal-async-{os.getpid()}"
         store = backend.address(self.store)
         self.workers = [  # they fetch their shards from the label store, again after a restart
             backend.create(Worker, worker, job.strategies[worker], self.spec.name, store, self.options,
-                           ctx.protocol.seed, scratch, role="worker")
+                           ctx.protocol.seed, scratch, 1, len(self.initial) > 0, role="worker")  # 1 thread
             for worker in range(self.timing.workers)
         ]
         mc_dropout = any(s.mc_dropout for s in strategies)

@@ -114,12 +114,15 @@ def asynchronous_protocol(protocol: Protocol, timing: Asynchrony) -> Protocol:
     return replace(protocol, asynchronous=timing.name())
 
 
-def check_pool(pool_size: int, timing: Asynchrony) -> None:
-    if timing.workers > pool_size:
-        raise UserError(f"--async-workers {timing.workers} is more than the pool's {pool_size} images")
-    if timing.budget > pool_size:
-        raise UserError(f"{timing.trainings} trainings x threshold {timing.threshold} = {timing.budget} labels would "
-                        f"exhaust the pool ({pool_size} images); lower --trainings or --train-threshold")
+def check_pool(pool_size: int, timing: Asynchrony, initial_labels: int = 0) -> None:
+    if initial_labels + timing.budget > pool_size:
+        start = f"{initial_labels} initial labels + " if initial_labels else ""
+        raise UserError(f"{start}{timing.trainings} trainings x threshold {timing.threshold} = "
+                        f"{initial_labels + timing.budget} labels would exhaust the pool ({pool_size} images); "
+                        f"lower --trainings or --train-threshold")
+    if timing.workers > pool_size - initial_labels:
+        raise UserError(f"--async-workers {timing.workers} is more than the pool's {pool_size - initial_labels} "
+                        f"unlabelled images")
 
 
 def run_settings(args: argparse.Namespace, method: str, unsupervised: int, timing: Asynchrony, schedule,

@@ -54,11 +54,13 @@ class Protocol:
     federation: str = ""  # federated runs: clients, partition and training (federated.task.Federation.name)
     asynchronous: str = ""  # asynchronous runs: workers, servers, assignment, split, batch (asynchronous.experiment)
     minority_set: str = ""  # a minority set the user chose (minority_set_name); "" for the dataset's default rule
+    initial_labels: int = 0  # pool images labelled at random before the first acquisition (--initial-labels)
 
     @property
     def variant(self) -> str:
-        """The chosen-minority and distributed part of the protocol's folder name ("" for a default central run)."""
-        return protocol_variant(self.federation, self.asynchronous, self.minority_set)
+        """The chosen-minority, starting-set and distributed part of the protocol's folder name ("" for a
+        default central run)."""
+        return protocol_variant(self.federation, self.asynchronous, self.minority_set, self.initial_labels)
 
 
 @dataclass(frozen=True)
@@ -119,11 +121,14 @@ def imbalance_name(imbalance: float) -> str:
     return text.removesuffix(".0")
 
 
-def protocol_variant(federation: str = "", asynchronous: str = "", minority_set: str = "") -> str:
+def protocol_variant(federation: str = "", asynchronous: str = "", minority_set: str = "", initial_labels: int = 0,
+                     ) -> str:
     """How a protocol beyond imbalance and validation size is named in folders, records' setting keys and
-    plots: a chosen minority set ("min2-4-6"), then "fed-<federation>", "async-<asynchronous>"; "" for a
-    central run with the dataset's minority classes (the one place of that naming)."""
-    parts = (minority_set, federation and f"fed-{federation}", asynchronous and f"async-{asynchronous}")
+    plots: a chosen minority set ("min2-4-6"), a starting labelled set ("init500"), then "fed-<federation>",
+    "async-<asynchronous>"; "" for a central run with the dataset's minority classes and no starting set
+    (the one place of that naming)."""
+    parts = (minority_set, initial_labels and f"init{initial_labels}", federation and f"fed-{federation}",
+             asynchronous and f"async-{asynchronous}")
     return "_".join(part for part in parts if part)
 
 
@@ -337,12 +342,23 @@ def finished_records(folder: Path) -> list[dict]:
     return records
 
 
-def load_acquired(ctx: RunContext, folder: Path, records: list[dict], budget: int, exact: bool = True) -> np.ndarray:
+def initial_label_positions(pool_size: int, count: int, seed: int) -> np.ndarray:
+    """The starting labelled set (--initial-labels): `count` pool positions drawn at random, sorted; a pure
+    function of the run's seed, so every method of a run starts from the same labels."""
+    if count > pool_size:
+        raise UserError(f"--initial-labels {count} is more than the pool's {pool_size} images")
+    return np.sort(numpy_rng(seed, "initial-labels").choice(pool_size, size=count, replace=False)).astype(np.int64)
+
+
+def load_acquired(ctx: RunContext, folder: Path, records: list[dict], budget: int, exact: bool = True,
+                  initial: np.ndarray | None = None) -> np.ndarray:
     """Pool positions of every image acquired by the finished iterations, in order, each file checked:
     `budget` distinct members of this run's pool (at most `budget` when not `exact`: a federated client
-    may miss an acquisition), none acquired twice, as many as the metrics records count."""
+    may miss an acquisition), none acquired twice nor in the starting set `initial`, as many as the metrics
+    records count (their `labelled` includes the starting set)."""
     pool_indices = ctx.split.pool_indices
-    labelled = np.empty(0, dtype=np.int64)
+    labelled = np.empty(0, dtype=np.int64) if initial is None else np.asarray(initial, dtype=np.int64)
+    start = len(labelled)
     for iteration, record in enumerate(records):
         path = folder / f"acquired_{iteration:03d}.npy"
         indices = storage.load_indices(path)
@@ -356,13 +372,13 @@ def load_acquired(ctx: RunContext, folder: Path, records: list[dict], budget: in
         elif len(np.unique(positions)) != len(positions):
             problem = "holds an image twice"
         elif np.isin(positions, labelled).any():
-            problem = "repeats images acquired in an earlier iteration"
+            problem = "repeats images labelled before (an earlier iteration or the starting set)"
         if problem is None and record["labelled"] != len(labelled) + len(indices):
             problem = f"does not match metrics.jsonl ({record['labelled']} labelled after iteration {iteration})"
         if problem:
             raise UserError(f"inconsistent results: {path} {problem}; delete the method folder {folder} to redo it")
         labelled = np.concatenate([labelled, positions])
-    return labelled
+    return labelled[start:]
 
 
 def run_active_learning(
@@ -405,7 +421,14 @@ def _run_active_learning(
             raise UserError(f"{folder / f'model_{start - 1:03d}.pt'} holds {len(states)} models, not {settings.ensemble}")
     models = build_models(spec, states, strategy.mc_dropout)
 
-    oracle = Oracle(ctx.pool.labels, revealed=load_acquired(ctx, folder, records, settings.budget))
+    initial = initial_label_positions(len(ctx.pool), ctx.protocol.initial_labels, seed)
+    oracle = Oracle(ctx.pool.labels, revealed=np.concatenate(
+        [initial, load_acquired(ctx, folder, records, settings.budget, initial=initial)]))
+    if start == 0 and len(initial):  # the starting set trains the model the first acquisition selects with
+        images, labels = loop.training_set(ctx.pool, oracle, validation_parts(ctx, settings, -1)[1])
+        loop.fit(models, images, labels, settings.schedule, spec.normalise,
+                 [torch_seed(seed, "train-initial", m) for m in range(len(models))], ctx.device, ctx.progress,
+                 description="train on the starting set")
     for iteration in range(start, settings.iterations):
         read, trained = validation_parts(ctx, settings, iteration)
         state = AcquisitionState(
@@ -413,7 +436,7 @@ def _run_active_learning(
             unlabelled=np.setdiff1d(np.arange(len(ctx.pool)), oracle.labelled),
             validation=read, iteration=iteration, budget=settings.budget,
             rng=numpy_rng(seed, "acquire", iteration), seed=torch_seed(seed, "acquire", iteration), options=options,
-            scratch=folder / "scratch",
+            scratch=folder / "scratch", trained_before=len(initial) > 0,
         )
         chosen, acquire_seconds = loop.acquire(strategy, state, settings.method)
         loop.save_acquired(folder, iteration, ctx.split.pool_indices[chosen])
@@ -551,6 +574,7 @@ def run_record(
         "val_per_class": ctx.protocol.val_per_class,
         "minority_classes": list(ctx.protocol.minority_classes),
         "minority_set": ctx.protocol.minority_set,
+        "initial_labels": ctx.protocol.initial_labels,
         "pool_size": len(ctx.pool),
         "ensemble": settings.ensemble,
         "train_on_validation": settings.train_on_validation,

@@ -89,11 +89,11 @@ def method_label(record: dict) -> str:
 
 def setting_key(record: dict) -> tuple:
     """What must match for curves to share a plot: imbalance, validation size, initial model, and the
-    protocol variant (a chosen minority set "min2-4-6", federated "fed-<federation>", asynchronous
+    protocol variant (a chosen minority set "min2-4-6", a starting set "init500", federated "fed-<federation>", asynchronous
     "async-<...>"; "" for a default central run): common.experiment.protocol_variant, so plots are named
     like the run folders."""
     variant = protocol_variant(record.get("federation", ""), record.get("asynchronous", ""),
-                               record.get("minority_set", ""))
+                               record.get("minority_set", ""), record.get("initial_labels", 0))
     return (record["imbalance"], record.get("val_per_class"), record["unsupervised"], variant)
 
 

@@ -76,13 +76,14 @@ def train_model(
     progress: bool = False,
     description: str = "train",
     batch_transform: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None = None,
-    on_epoch_end: Callable[[int], None] | None = None,
+    on_epoch_end: Callable[[int], bool | None] | None = None,
     loss: LossFunction | None = None,
 ) -> float:
     """Train `model` in place with SGD on (images, labels); a fresh optimiser every call.
 
     `batch_transform(x, y)` may rewrite each normalised batch (rotation pretraining uses it);
-    `loss` replaces the cross-entropy (federated clients' FedProx and KCFU).
+    `loss` replaces the cross-entropy (federated clients' FedProx and KCFU); `on_epoch_end(epoch)` runs after
+    every epoch and stops the training when it returns True (LoGo's local-only model).
     Returns the seconds spent.
     """
     start = time.perf_counter()
@@ -108,8 +109,8 @@ def train_model(
                 optimiser.zero_grad(set_to_none=True)
                 batch_loss.backward()
                 optimiser.step()
-            if on_epoch_end is not None:
-                on_epoch_end(epoch)
+            if on_epoch_end is not None and on_epoch_end(epoch):
+                break  # the callback says the model is trained enough
     return time.perf_counter() - start
 
 

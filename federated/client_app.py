@@ -28,6 +28,7 @@ from common.strategies import AcquisitionOptions, AcquisitionState
 from common.train import LossFunction, model_input, resolve_device
 from federated import fk
 from federated.kafal import balanced_softmax_ce, compensatory_loss, mix_unlabelled
+from federated.logo import local_only_model
 from federated.strategies import AGGREGATIONS, CLIENT_METHODS
 from federated.task import ClientData, Job, client_data, numpy_arrays
 
@@ -74,13 +75,15 @@ def _labelled(config: ConfigRecord, partition_id: int) -> np.ndarray:
 
 
 def local_loss(job: Job, model: nn.Module, global_model: nn.Module, counts: np.ndarray, client: ClientData,
-               unlabelled: np.ndarray, cycle: int, generator: torch.Generator, device: torch.device) -> LossFunction:
+               unlabelled: np.ndarray, server_round: int, generator: torch.Generator, device: torch.device
+               ) -> LossFunction:
     """The client's training loss: cross-entropy or KCFU's balanced softmax, plus KCFU's compensatory
-    term from the second cycle on (mixed-up unlabelled images, the global model as teacher), plus
+    term from the second round of every cycle on (mixed-up unlabelled images, the global model of the
+    round's start as teacher: KAFAL's reference starts it there, the first cycle included), plus
     FedProx's (mu/2)||w - w_global||^2 when aggregating with fedprox."""
     counts_tensor = torch.as_tensor(counts, dtype=torch.float32, device=device)
     kcfu = job.federation.local_loss == "kcfu"
-    teacher = kcfu and cycle > 0 and len(unlabelled) > 1
+    teacher = kcfu and server_round > 1 and len(unlabelled) > 1
     proximal = job.federation.fed_algo == "fedprox"
     anchors = [p.detach().clone().to(device) for p in global_model.parameters()] if proximal else []
     if teacher:
@@ -94,7 +97,7 @@ def local_loss(job: Job, model: nn.Module, global_model: nn.Module, counts: np.n
             mixed = mix_unlabelled(model_input(job.spec.normalise, raw, device), generator)
             with torch.no_grad():
                 global_logits = global_model(mixed.inputs).float()
-            value = value + compensatory_loss(net(mixed.inputs).float(), global_logits, counts_tensor)
+            value = value + compensatory_loss(net(mixed.inputs).float(), global_logits, counts_tensor, mixed)
         if proximal:
             value = value + job.federation.proximal_mu / 2 * sum(
                 ((p - a) ** 2).sum() for p, a in zip(net.parameters(), anchors))
@@ -120,7 +123,7 @@ def train(message: Message, context: Context) -> Message:
         seed = torch_seed(job.protocol.seed, "federated-train", cycle, server_round, client.partition_id)
         unlabelled = np.setdiff1d(np.arange(len(client.pool)), labelled)
         loss = local_loss(job, model, copy.deepcopy(model), oracle.counts(job.spec.num_classes), client, unlabelled,
-                          cycle, torch.Generator().manual_seed(seed), device)
+                          server_round, torch.Generator().manual_seed(seed), device)
         loop.fit([model], images, labels, job.local_schedule, job.spec.normalise, [seed], device, loss=loss)
     model.cpu()
     if AGGREGATIONS.get(job.federation.fed_algo).local_batch_norm:
@@ -137,7 +140,13 @@ def select_share(job: Job, client: ClientData, global_model: nn.Module, local_mo
     central strategy itself (common.loop.acquire) on the client's pool, or KSAS / LoGo."""
     if share == 0:
         return np.empty(0, dtype=np.int64)
-    counts = Oracle(client.pool.labels, revealed=labelled).counts(job.spec.num_classes)
+    oracle = Oracle(client.pool.labels, revealed=labelled)
+    counts = oracle.counts(job.spec.num_classes)
+    method = CLIENT_METHODS.get(job.method)
+    if method.trains_local_only:  # LoGo: a model of the client's own labels alone, never the federated weights
+        images, labels = loop.training_set(client.pool, oracle)
+        local_model = local_only_model(job.spec, images, labels, job.protocol.seed, cycle, client.partition_id,
+                                       device) if len(labels) else None
     state = AcquisitionState(
         models=[global_model], to_input=job.spec.normalise, pool=client.pool,
         unlabelled=np.setdiff1d(np.arange(len(client.pool)), labelled),
@@ -146,7 +155,7 @@ def select_share(job: Job, client: ClientData, global_model: nn.Module, local_mo
         seed=torch_seed(job.protocol.seed, "federated-acquire", cycle, client.partition_id),
         options=AcquisitionOptions(device=device, feature_layer=job.spec.penultimate, batch_size=job.batch_size),
     )
-    return loop.acquire(CLIENT_METHODS.get(job.method).build(local_model, counts), state, job.method)[0]
+    return loop.acquire(method.build(local_model, counts), state, job.method)[0]
 
 
 @app.query()

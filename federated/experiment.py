@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 from dataclasses import replace
 
-from common.cli import positive_float, positive_int
+from common.cli import fraction, positive_float, positive_int
 from common.errors import UserError
 from common.experiment import Protocol
 from common.partition import PARTITIONS
@@ -14,7 +14,7 @@ from federated.task import Federation, Job, client_pools
 LOCAL_LOSSES = ("ce", "kcfu")
 # The flags only a federated run uses (run.py refuses them, given explicitly, in another mode).
 FLAGS = ("partition", "alpha", "classes_per_client", "min_client_size", "rounds", "local_epochs", "fed_algo",
-         "proximal_mu", "local_loss", "client_timeout")
+         "proximal_mu", "local_loss", "client_timeout", "reinit_each_cycle", "participation")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -34,6 +34,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--proximal-mu", type=positive_float, default=0.01, help="fedprox: weight of the proximal term")
     group.add_argument("--local-loss", choices=LOCAL_LOSSES, default="ce",
                        help="client loss: cross-entropy, or KAFAL's KCFU (balanced softmax + compensatory distillation)")
+    group.add_argument("--reinit-each-cycle", action="store_true",
+                       help="the global model restarts from the run's initial weights at every cycle's training (as "
+                            "KAFAL and LoGo do); the acquisition still uses the last cycle's model")
+    group.add_argument("--participation", type=fraction, default=1.0,
+                       help="fraction of the clients sampled (seeded) for each round; the cycle's last round takes "
+                            "every client (KAFAL: 0.8)")
     group.add_argument("--client-timeout", type=positive_float, default=600.0,
                        help="seconds a round or query waits for the clients (late clients are skipped)")
 
@@ -43,6 +49,7 @@ def federation(args: argparse.Namespace) -> Federation:
         clients=args.clients, partition=args.partition, alpha=args.alpha, min_client_size=args.min_client_size,
         classes_per_client=args.classes_per_client, fed_algo=args.fed_algo, rounds=args.rounds,
         local_epochs=args.local_epochs, local_loss=args.local_loss, proximal_mu=args.proximal_mu,
+        reinit_each_cycle=args.reinit_each_cycle, participation=args.participation,
     )
 
 

@@ -4,8 +4,12 @@ Pure torch pieces, the client's labelled class counts n [C] as the prior:
 - KSAS, the acquisition score: the symmetric KL between the local and the global model's
   predictions once both are specialised to the client by adding log n to their logits.
 - KCFU, the client's training loss: balanced-softmax cross-entropy CE(f(x) + log n, y), plus
-  from the second cycle on a compensatory term that pulls the local model towards the global
-  one on mixed-up unlabelled images, weighted towards the classes the client has few labels of.
+  from the second round of every cycle on a compensatory term that pulls the local model towards
+  the global model of the round's start on mixed-up unlabelled images: KL(p_global || p_local)
+  averaged over the classes, weighted by r_c = (1 / n_c) normalised over the classes the client has
+  labels of (r_c = 0 for a class it has none of: weak classes are compensated, absent ones are not),
+  a mixed image's weight being the lambda-mix of r at the global model's predicted classes of the
+  image and of its partner (KAFAL's reference code, ycao5602/KAFAL main.py).
 """
 from __future__ import annotations
 
@@ -45,10 +49,14 @@ def balanced_softmax_ce(logits: torch.Tensor, labels: torch.Tensor, counts: torc
     return F.cross_entropy(logits + class_count_prior(counts, eps).to(logits), labels)
 
 
-def inverse_frequency_weights(counts: torch.Tensor, eps: float = COUNT_FLOOR) -> torch.Tensor:
-    """(sum n / n_c) normalised to sum to 1 over the classes [C] (counts floored at `eps`)."""
-    inverse = 1.0 / torch.clamp(torch.as_tensor(counts, dtype=torch.float64), min=eps)
-    return inverse / inverse.sum()  # the factor sum n cancels in the normalisation
+def inverse_frequency_weights(counts: torch.Tensor) -> torch.Tensor:
+    """r_c = (sum n / n_c) normalised to sum to 1 over the classes with n_c > 0, and 0 for a class with no
+    labelled image [C] (all zeros when the client has no labels)."""
+    counts = torch.as_tensor(counts, dtype=torch.float64)
+    present = counts > 0
+    inverse = torch.where(present, 1.0 / torch.where(present, counts, torch.ones_like(counts)), torch.zeros_like(counts))
+    total = inverse.sum()
+    return inverse / total if total > 0 else inverse  # the factor sum n cancels in the normalisation
 
 
 @dataclass(frozen=True)
@@ -81,29 +89,37 @@ def mix_unlabelled(inputs: torch.Tensor, generator: torch.Generator) -> MixedBat
     return mixup(inputs, lam, partner)
 
 
+def mixed_weights(class_weights: torch.Tensor, predicted: torch.Tensor, mixed: MixedBatch) -> torch.Tensor:
+    """w_i = lam_i r[y_i] + (1 - lam_i) r[y_partner(i)] [N]: `predicted` [N] are the global model's classes
+    of the mixed images (KAFAL takes the partner's class as predicted on the partner's own mixed image)."""
+    lam = mixed.lam.to(class_weights.dtype)
+    return lam * class_weights[predicted] + (1.0 - lam) * class_weights[predicted[mixed.partner]]
+
+
 def compensatory_loss(local_logits: torch.Tensor, global_logits: torch.Tensor, counts: torch.Tensor,
-                      eps: float = COUNT_FLOOR) -> torch.Tensor:
-    """Mean over mixed images of w[argmax global] * KL(p_global || p_local) [scalar].
+                      mixed: MixedBatch) -> torch.Tensor:
+    """Mean over mixed images of w_i * (1/C) sum_c p_global,c (log p_global,c - log p_local,c) [scalar].
 
     Logits [N, C] of both models on the same mixed batch, plain softmax (the balanced-softmax-
     trained f is the class-balanced predictor); the global model is the teacher (no gradient);
-    w = inverse_frequency_weights(counts).
+    w_i = mixed_weights(inverse_frequency_weights(counts), argmax global, mixed).
     """
     log_global = F.log_softmax(global_logits.detach(), dim=1)
     log_local = F.log_softmax(local_logits, dim=1)
-    divergence = (log_global.exp() * (log_global - log_local)).sum(dim=1)  # [N]
-    weights = inverse_frequency_weights(counts, eps).to(local_logits)[global_logits.argmax(dim=1)]
+    divergence = (log_global.exp() * (log_global - log_local)).mean(dim=1)  # [N], averaged over classes
+    weights = mixed_weights(inverse_frequency_weights(counts).to(local_logits.device),
+                            global_logits.argmax(dim=1), mixed).to(local_logits)
     return (weights * divergence).mean()
 
 
 def kcfu_loss(local_logits_labelled: torch.Tensor, labels: torch.Tensor, counts: torch.Tensor,
               local_logits_mixed: torch.Tensor | None = None, global_logits_mixed: torch.Tensor | None = None,
-              eps: float = COUNT_FLOOR) -> torch.Tensor:
-    """KCFU client loss: balanced-softmax CE, plus the compensatory term when the mixed logits are given
-    (from the second cycle on, when a global model exists)."""
-    if (local_logits_mixed is None) != (global_logits_mixed is None):
-        raise ValueError("kcfu_loss needs both the local and the global logits of the mixed batch, or neither")
+              mixed: MixedBatch | None = None, eps: float = COUNT_FLOOR) -> torch.Tensor:
+    """KCFU client loss: balanced-softmax CE, plus the compensatory term when the mixed batch and both
+    models' logits on it are given (from the second round of a cycle on)."""
+    if (local_logits_mixed is None) != (global_logits_mixed is None) or (local_logits_mixed is None) != (mixed is None):
+        raise ValueError("kcfu_loss needs the mixed batch and both models' logits on it, or none of them")
     loss = balanced_softmax_ce(local_logits_labelled, labels, counts, eps)
     if local_logits_mixed is not None:
-        loss = loss + compensatory_loss(local_logits_mixed, global_logits_mixed, counts, eps)
+        loss = loss + compensatory_loss(local_logits_mixed, global_logits_mixed, counts, mixed)
     return loss

@@ -73,6 +73,20 @@ def proportional_shares(pool_sizes: np.ndarray, available: np.ndarray, budget: i
     return shares
 
 
+def initial_client_labels(parts: list[np.ndarray], count: int, seed: int) -> list[np.ndarray]:
+    """The starting labelled set of every client (local ids, sorted): `count` images shared in proportion to
+    the clients' pool sizes (proportional_shares), each client's drawn at random from its own pool."""
+    sizes = np.array([len(part) for part in parts])
+    shares = proportional_shares(sizes, sizes, count)
+    return [np.sort(numpy_rng(seed, "initial-labels", client).choice(size, size=share, replace=False))
+            for client, (size, share) in enumerate(zip(sizes, shares))]
+
+
+def cycle_name(cycle: int) -> str:
+    """How messages name a cycle (-1: the training on the starting set, before the first acquisition)."""
+    return f"cycle {cycle}" if cycle >= 0 else "the training on the starting set,"
+
+
 def method_label(job: Job) -> str:
     return job.method + ("+kcfu" if job.federation.local_loss == "kcfu" else "")
 
@@ -119,6 +133,9 @@ class FederatedRun:
         for client, positions in enumerate(self.parts):
             self.owner[positions], self.local[positions] = client, np.arange(len(positions))
         self.folder = self.ctx.folder / f"unsup{job.unsupervised}" / method_label(job)
+        self.initial = initial_client_labels(self.parts, job.protocol.initial_labels, job.protocol.seed)
+        initial_positions = np.concatenate([part[ids] for part, ids in zip(self.parts, self.initial)])
+        self.initial_positions = np.sort(initial_positions).astype(np.int64)
         self.stop: Stop = grid.stop
         self.checked_before = grid.audit.checked  # replies of this cycle that passed the privacy audit
         self.model = self.spec.model(self.spec.num_classes, False)
@@ -147,8 +164,11 @@ class FederatedRun:
         if start >= job.cycles:
             return records[: job.cycles]
         client_states = self._restore(start)
-        labelled = [self.local[acquired[self.owner[acquired] == c]].tolist() for c in range(job.federation.clients)]
+        labelled = [self.initial[c].tolist() + self.local[acquired[self.owner[acquired] == c]].tolist()
+                    for c in range(job.federation.clients)]
         self._forget_rounds_from(start)  # a half-finished cycle's rounds are redone
+        if start == 0 and len(self.initial_positions):  # the starting set trains the first acquisition's model
+            client_states, _ = self._train(-1, labelled)
         for cycle in range(start, job.cycles):
             try:
                 records.append(self._cycle(cycle, labelled, client_states))
@@ -170,6 +190,8 @@ class FederatedRun:
             loop.save_acquired(self.folder, cycle, ctx.split.pool_indices[chosen])
         for position in chosen:
             labelled[self.owner[position]].append(int(self.local[position]))
+        if job.federation.reinit_each_cycle:  # KAFAL and LoGo train every cycle from scratch
+            self.model.load_state_dict(self.initial_state)
         began = time.perf_counter()
         self.client_states, round_missing = self._train(cycle, labelled)
         train_seconds = time.perf_counter() - began
@@ -194,10 +216,13 @@ class FederatedRun:
         the acquired files (members of the pool, never twice, each in a client's pool and counted in that
         client's `client_labelled`), and rounds.jsonl (every finished cycle's rounds, once each, in order)."""
         job = self.job
-        acquired = load_acquired(self.ctx, self.folder, records, job.budget, exact=False)
-        counts, done = np.zeros(job.federation.clients, dtype=np.int64), 0
+        acquired = load_acquired(self.ctx, self.folder, records, job.budget, exact=False,
+                                 initial=self.initial_positions)
+        counts = np.array([len(ids) for ids in self.initial], dtype=np.int64)
+        done = 0
         for cycle, record in enumerate(records):
-            positions, done = acquired[done: record["labelled"]], record["labelled"]
+            new = record["labelled"] - int(counts.sum())
+            positions, done = acquired[done: done + new], done + new
             path = self.folder / f"acquired_{cycle:03d}.npy"
             if (self.owner[positions] < 0).any():
                 raise UserError(f"inconsistent results: {path} holds images outside every client's pool; delete the "
@@ -220,11 +245,13 @@ class FederatedRun:
                 storage.append_jsonl(path, line)
 
     def _restore(self, start: int) -> dict:
-        """Load the global model (initial, or the last finished cycle's) and the clients' local models."""
+        """Load the run's initial weights, the global model (those, or the last finished cycle's) and the
+        clients' local models."""
+        kind = INITIAL_KINDS[self.job.unsupervised]
+        ensure_initial_models(self.ctx, 1, kinds=(kind,))
+        self.initial_state = storage.load_checkpoint(initial_model_path(self.ctx, kind, 0), "state")
         if start == 0:
-            kind = INITIAL_KINDS[self.job.unsupervised]
-            ensure_initial_models(self.ctx, 1, kinds=(kind,))
-            self.model.load_state_dict(storage.load_checkpoint(initial_model_path(self.ctx, kind, 0), "state"))
+            self.model.load_state_dict(self.initial_state)
             return {}
         checkpoint = storage.load_checkpoint(self.folder / f"model_{start - 1:03d}.pt")
         self.model.load_state_dict(checkpoint["states"][0])
@@ -306,10 +333,12 @@ class FederatedRun:
 
     # ------------------------------------------------------------------ training and evaluation
     def _train(self, cycle: int, labelled: list[list[int]]) -> tuple[dict, dict[int, list[int]]]:
-        """R rounds of the federated strategy from the current global model; returns the clients' last
-        local weights (KSAS and LoGo query them next cycle) and the clients missing from each round."""
-        job = self.job
-        strategy = make_aggregation(job.federation.fed_algo, job.federation.clients, job.federation.proximal_mu)
+        """R rounds of the federated strategy from the current global model (cycle -1: on the starting set,
+        before the first acquisition; its rounds are not recorded); returns the clients' last local weights
+        (KSAS queries them next cycle) and the clients missing from each round."""
+        job, federation = self.job, self.job.federation
+        strategy = make_aggregation(federation.fed_algo, self.nodes, federation.proximal_mu,
+                                    lambda r: federation.sampled(job.protocol.seed, cycle, r))
         config = ConfigRecord({"job": job.to_json(), "cycle": cycle,
                                **{f"labelled-{c}": ids for c, ids in enumerate(labelled)}})
         round_started = [time.perf_counter()]
@@ -320,16 +349,19 @@ class FederatedRun:
             self.model.load_state_dict(arrays.to_torch_state_dict())
             report, loss = self._evaluate_with_loss()
             if not math.isfinite(loss) or not all(torch.isfinite(t).all() for t in self.model.state_dict().values()):
-                raise UserError(f"cycle {cycle} round {server_round}: the global model's test loss is {loss} (training "
+                raise UserError(f"{cycle_name(cycle)} round {server_round}: the global model's test loss is {loss} (training "
                                 f"diverged; a smaller --proximal-mu or fewer --local-epochs may help); nothing of the "
                                 f"cycle was kept")
             missing = strategy.missing.get(server_round, [])
+            if cycle < 0:  # the starting set's training is not a cycle of the curve
+                return MetricRecord({"test_acc": report["test_acc"], "test_loss": loss})
             line = {"dataset": self.spec.name, "imbalance": self.ctx.protocol.imbalance, "run": self.ctx.run,
                     "method": job.method, "local_loss": job.federation.local_loss, "unsupervised": job.unsupervised,
                     "federation": job.federation.name(), "val_per_class": self.ctx.protocol.val_per_class,
                     "cycle": cycle, "round": server_round, "test_acc": report["test_acc"], "test_loss": loss,
                     "seconds": round(time.perf_counter() - round_started[0], 4),
-                    "bytes": 2 * self.model_bytes * job.federation.clients, "missing_clients": missing}
+                    "bytes": 2 * self.model_bytes * len(strategy.sampled(server_round)),
+                    "missing_clients": missing}
             with self.stop.writing():
                 storage.append_jsonl(self.folder / "rounds.jsonl", line)
             round_started[0] = time.perf_counter()
@@ -340,7 +372,7 @@ class FederatedRun:
                                     num_rounds=job.federation.rounds, timeout=job.client_timeout, train_config=config,
                                     evaluate_fn=evaluate_round)
         except RoundFailed as failed:
-            raise UserError(f"cycle {cycle} round {failed.server_round}: no client answered the training round "
+            raise UserError(f"{cycle_name(cycle)} round {failed.server_round}: no client answered the training round "
                             f"(clients {', '.join(map(str, failed.missing))}) within --client-timeout "
                             f"{job.client_timeout:g}s; nothing of the cycle was kept, run the same command again to "
                             f"resume") from None

@@ -22,7 +22,7 @@ from common.strategies.diversity import gradient_embedding_factors
 from common.strategies.uncertainty import entropy
 from common.train import predict_logits, predict_probabilities
 from federated.kafal import ksas_scores
-from federated.logo import logo_select
+from federated.logo import logo_select, predicted_class_embeddings
 
 LOG = logging.getLogger("fkal.federated")
 
@@ -52,6 +52,12 @@ def ordered(base: type) -> type:
     `client_arrays` (KSAS and LoGo query each client's local model)."""
 
     class Ordered(base):
+        def configure_train(self, server_round, arrays, config, grid):
+            """Train messages to the partitions `sampled(server_round)` names (all, by default)."""
+            chosen = {self.nodes[c] for c in self.sampled(server_round)}
+            return [m for m in super().configure_train(server_round, arrays, config, grid)
+                    if m.metadata.dst_node_id in chosen]
+
         def aggregate_train(self, server_round, replies):
             replies = sorted(replies, key=lambda reply: (partition_of(reply), reply.metadata.src_node_id))
             for reply in replies:
@@ -59,7 +65,7 @@ def ordered(base: type) -> type:
                     LOG.warning("round %d: client node %d failed: %s", server_round, reply.metadata.src_node_id,
                                 reply.error.reason)
             answered = {partition_of(r) for r in replies if not r.has_error()}
-            self.missing[server_round] = [c for c in range(self.clients) if c not in answered]
+            self.missing[server_round] = [c for c in self.sampled(server_round) if c not in answered]
             if not answered:
                 raise RoundFailed(server_round, self.missing[server_round])
             self.client_arrays = {partition_of(r): r.content["arrays"] for r in replies if not r.has_error()}
@@ -87,17 +93,20 @@ AGGREGATIONS.register("fedyogi", Aggregation("FedYogi"))
 AGGREGATIONS.register("fedbn", Aggregation("FedAvg", local_batch_norm=True))
 
 
-def make_aggregation(name: str, clients: int, proximal_mu: float):
+def make_aggregation(name: str, nodes: dict[int, int], proximal_mu: float,
+                     sampled: Callable[[int], list[int]] | None = None):
     """A fresh strategy object for one AL cycle (server optimiser state restarts each cycle, like the
-    fresh SGD optimiser of every central iteration, so a resumed run equals an uninterrupted one), every
-    client sampled every round."""
+    fresh SGD optimiser of every central iteration, so a resumed run equals an uninterrupted one), training
+    in each round the partitions `sampled(round)` names (default: every client; `nodes`: partition ->
+    node id)."""
     import flwr.serverapp.strategy as flower  # noqa: PLC0415
 
     aggregation = AGGREGATIONS.get(name)
     strategy = ordered(getattr(flower, aggregation.flower_strategy))(
-        fraction_train=1.0, fraction_evaluate=0.0, min_train_nodes=clients, min_evaluate_nodes=0,
-        min_available_nodes=clients, **aggregation.options(proximal_mu))
-    strategy.clients, strategy.missing = clients, {}
+        fraction_train=1.0, fraction_evaluate=0.0, min_train_nodes=len(nodes), min_evaluate_nodes=0,
+        min_available_nodes=len(nodes), **aggregation.options(proximal_mu))
+    strategy.nodes, strategy.missing = nodes, {}
+    strategy.sampled = sampled or (lambda _round: sorted(nodes))
     return strategy
 
 
@@ -119,29 +128,33 @@ class KsasStrategy(ScoreStrategy):
 
 
 class LogoStrategy(Strategy):
-    """LoGo (Kim et al., CVPR 2023): k-means (k = budget) on the local model's gradient embeddings, then
-    per cluster the image the global model is least sure of; random at the first cycle."""
+    """LoGo (Kim et al., CVPR 2023): k-means (k = budget) on the gradient embeddings of the client's
+    local-only model (federated.logo.local_only_model) for its predicted class, then per cluster the image
+    the global model is least sure of; random while the client has no label to train that model on."""
 
-    def __init__(self, local_model: nn.Module) -> None:
-        self.local_model = local_model
+    def __init__(self, local_only: nn.Module | None) -> None:
+        self.local_only = local_only
 
     def select(self, state: AcquisitionState) -> np.ndarray:
-        if state.iteration == 0:
+        if self.local_only is None:
             return RandomStrategy().select(state)
-        scales, features = gradient_embedding_factors(state, state.unlabelled, self.local_model)
+        embeddings = predicted_class_embeddings(*gradient_embedding_factors(state, state.unlabelled, self.local_only))
         probs = predict_probabilities(state.models, state.unlabelled_images(), state.to_input, state.options.device,
                                       state.options.batch_size)
-        rows = logo_select(scales, features, entropy(probs.numpy().astype(np.float64)), state.budget, state.rng)
+        rows = logo_select(embeddings, entropy(probs.numpy().astype(np.float64)), state.budget, state.rng)
         return state.unlabelled[rows]
 
 
 @dataclass(frozen=True)
 class ClientMethod:
-    """How a client acquires for one federated method: a Strategy built from its local model and labelled
-    class counts, or (server_merged) the federated FK exchange of federated/fk.py."""
+    """How a client acquires for one federated method: a Strategy built from its own model and labelled
+    class counts, or (server_merged) the federated FK exchange of federated/fk.py. Its own model is the
+    client's last local update (uses_local_model: the server keeps and sends it), or a model trained from
+    fresh weights on its labels alone at query time (trains_local_only; None while it has no label)."""
 
-    build: Callable[[nn.Module, np.ndarray], Strategy] | None
+    build: Callable[[nn.Module | None, np.ndarray], Strategy] | None
     uses_local_model: bool = False
+    trains_local_only: bool = False
     server_merged: bool = False  # FK: the server merges every client's candidates into the budget
     pseudo_label: str | None = None  # FK: the pool images' label for g (None: features only)
 
@@ -154,6 +167,7 @@ CLIENT_METHODS: Registry[ClientMethod] = Registry("federated method")
 for _name in ("random", "entropy", "margin", "least-confidence"):
     CLIENT_METHODS.register(_name, _central(_name))
 CLIENT_METHODS.register("ksas", ClientMethod(build=KsasStrategy, uses_local_model=True))
-CLIENT_METHODS.register("logo", ClientMethod(build=lambda local, _counts: LogoStrategy(local), uses_local_model=True))
+CLIENT_METHODS.register("logo", ClientMethod(build=lambda local_only, _counts: LogoStrategy(local_only),
+                                             trains_local_only=True))
 CLIENT_METHODS.register("fk-nn", ClientMethod(build=None, server_merged=True, pseudo_label="nn"))
 CLIENT_METHODS.register("fk-features", ClientMethod(build=None, server_merged=True, pseudo_label=None))

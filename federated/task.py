@@ -9,6 +9,7 @@ images and learns only the labels of the images it acquires (its `Oracle`).
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -39,14 +40,27 @@ class Federation:
     local_epochs: int = 1
     local_loss: str = "ce"  # ce | kcfu
     proximal_mu: float = 0.01  # fedprox
+    reinit_each_cycle: bool = False  # the global model restarts from the run's initial weights every cycle
+    participation: float = 1.0  # fraction of the clients sampled (seeded) per round; the last round takes all
 
     def name(self) -> str:
         """The folder and plot name of this federation (what makes its runs comparable)."""
         shape = {"dirichlet": f"a{imbalance_name(self.alpha)}", "dirichlet-equal": f"a{imbalance_name(self.alpha)}",
                  "pathological": f"k{self.classes_per_client}", "iid": ""}[self.partition]
         algo = self.fed_algo + (f"{imbalance_name(self.proximal_mu)}" if self.fed_algo == "fedprox" else "")
-        return "-".join(part for part in (f"c{self.clients}", self.partition, shape, algo,
-                                          f"r{self.rounds}", f"e{self.local_epochs}") if part)
+        return "-".join(part for part in (
+            f"c{self.clients}", self.partition, shape, algo, f"r{self.rounds}", f"e{self.local_epochs}",
+            f"p{imbalance_name(self.participation)}" if self.participation < 1 else "",
+            "reinit" if self.reinit_each_cycle else "") if part)
+
+    def sampled(self, seed: int, cycle: int, server_round: int) -> list[int]:
+        """The partitions training in `server_round` of `cycle`: a seeded ceil(participation x clients) of
+        them, every one in the cycle's last round (KAFAL's code: the local models KSAS reads are fresh)."""
+        count = math.ceil(self.participation * self.clients - 1e-9)
+        if count >= self.clients or server_round >= self.rounds:
+            return list(range(self.clients))
+        rng = numpy_rng(seed, "participation", cycle, server_round)
+        return sorted(rng.choice(self.clients, size=max(1, count), replace=False).tolist())
 
     def partition_options(self) -> PartitionOptions:
         return PartitionOptions(alpha=self.alpha, min_size=self.min_client_size,

@@ -121,3 +121,13 @@ def assert_one_line_error(result) -> str:
     assert len(lines) == 1, f"expected one stderr line, got {len(lines)}:\n{result.stderr}"
     assert "error" in lines[0].lower()
     return lines[0]
+
+
+def planned_asynchronous_run(out, *flags):
+    """`run.py --out OUT FLAGS` planned as its one asynchronous run: (RunContext, AsyncJob, Experiment)."""
+    import run as run_module  # noqa: PLC0415
+
+    args = run_module.get_args_parser().parse_args(["--out", str(out), *flags])
+    exp = run_module.experiment(args)
+    (ctx, job), = run_module.asynchronous_jobs(args, exp)
+    return ctx, job, exp

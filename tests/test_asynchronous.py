@@ -6,6 +6,7 @@ that equality is itself tested.
 """
 from __future__ import annotations
 
+import collections
 import json
 import os
 from dataclasses import replace
@@ -22,7 +23,7 @@ from asynchronous.shards import clustered_shards, random_shards
 from common.experiment import Protocol, prepare_run, protocol_name, protocol_variant
 from common.oracle import LabelRequestError
 from common.records import METRICS_FIELDS, QUERIES_FIELDS, metrics_problem
-from conftest import FAST_FLAGS, assert_one_line_error
+from conftest import FAST_FLAGS, assert_one_line_error, planned_asynchronous_run
 
 TINY = ["--dataset", "digits", "--runs", "1", "--epochs", "1", "--device", "cpu", "--threads", "1", "--quiet",
         "--methods", "entropy"]
@@ -107,21 +108,34 @@ def events(timing: clock.Asynchrony, sizes: list[int], seed: int = 0) -> list[tu
     return list(clock.simulate(timing, sizes, seed))
 
 
-def test_clock_async_workers_never_wait_and_versions_increase():
+def test_clock_async_workers_ask_once_per_model_version_and_versions_increase():
+    """AAL: after its labels arrive a worker waits for a model newer than the one it used, so no worker
+    makes two requests with one model version (the initial model included)."""
     timing = clock.Asynchrony(workers=4, servers=2, query_batch=5, threshold=20, trainings=5, latency=(0.0, 60.0))
     timeline = events(timing, [100] * 4)
     asked = [item for kind, item, _ in timeline if kind == clock.ASK]
     arrivals = [(item, now) for kind, item, now in timeline if kind == clock.ARRIVE]
     published = [(item.number, now) for kind, item, now in timeline if kind == clock.PUBLISH]
-    assert all(q.issued == q.ready for q in asked)  # asynchronous: a request is sent the moment the worker is free
+    assert len({(q.worker, q.version) for q in asked}) == len(asked), "a worker asked twice with one model"
     assert all(now == pytest.approx(q.issued + q.latency) and 0 <= q.latency <= 60 for q, now in arrivals)
     assert [n for n, _ in published] == [1, 2, 3, 4, 5] and [t for _, t in published] == sorted(t for _, t in published)
     assert sum(q.size for q in asked) == timing.budget == 100
-    for query in asked:  # the newest model published when the request was sent
+    when = dict(published) | {0: 0.0}
+    for query in asked:  # the newest model when sent; sent as soon as both the labels and that model were there
         assert query.version == max([n for n, t in published if t <= query.issued], default=0)
+        assert query.issued == max(query.ready, when[query.version])
     trainings = [item for kind, item, _ in timeline if kind == clock.TRAIN]
     assert [t.server for t in trainings] == [0, 1, 0, 1, 0] and all(t.labelled >= 20 * t.number for t in trainings)
     assert events(timing, [100] * 4) == timeline  # the same seed, the same timeline
+
+
+def test_clock_a_threshold_above_one_request_per_worker_does_not_stall():
+    """With --train-threshold above query batch x workers the one-request-per-model rule alone would stop the
+    clock; idle workers then ask again with the same model, and only then."""
+    timing = clock.Asynchrony(workers=3, query_batch=10, threshold=50, trainings=3)
+    asked = [item for kind, item, _ in events(timing, [100] * 3) if kind == clock.ASK]
+    per_version = collections.Counter(q.version for q in asked)
+    assert sum(q.size for q in asked) == 150 and per_version[0] >= 5 > 3
 
 
 def test_clock_sync_rounds_wait_for_the_slowest_and_the_training():
@@ -136,20 +150,19 @@ def test_clock_sync_rounds_wait_for_the_slowest_and_the_training():
     assert np.mean(sync_waits) > np.mean(async_waits) and min(np.subtract(sync_waits, async_waits)) >= 0
 
 
-def test_clock_more_servers_publish_sooner_sync_does_not_depend_on_them():
+def test_clock_trainings_never_overlap_at_aals_threshold_so_servers_change_nothing():
+    """At AAL's threshold (query batch x workers) every worker waits for each new model, so a training is due
+    only after the last one was published: the timeline is the same with 1 or 4 servers (bar the server
+    names), asynchronous or synchronous rounds alike."""
     def timeline(servers: int, sync: bool) -> list[tuple]:
-        return events(clock.Asynchrony(workers=10, servers=servers, query_batch=25, threshold=250, trainings=6,
-                                       sync=sync), [2500] * 10)
+        return [(kind, getattr(item, "number", None), getattr(item, "worker", None), now)
+                for kind, item, now in events(clock.Asynchrony(workers=10, servers=servers, query_batch=25,
+                                                               threshold=250, trainings=6, sync=sync), [2500] * 10)]
 
-    def published(servers: int, sync: bool) -> list[float]:
-        return [now for kind, _, now in timeline(servers, sync) if kind == clock.PUBLISH]
-
-    one, four = published(1, False), published(4, False)
-    assert all(b <= a for a, b in zip(one, four)) and four[-2] < one[-2]  # overlapping trainings
-    strip = [(kind, getattr(item, "number", None), getattr(item, "worker", None), now)
-             for kind, item, now in timeline(1, True)]
-    assert strip == [(kind, getattr(item, "number", None), getattr(item, "worker", None), now)
-                     for kind, item, now in timeline(4, True)]  # a synchronous round never overlaps trainings
+    for sync in (False, True):
+        assert timeline(1, sync) == timeline(4, sync)
+        kinds = [kind for kind, *_ in timeline(4, sync) if kind in (clock.TRAIN, clock.PUBLISH)]
+        assert kinds == [clock.TRAIN, clock.PUBLISH] * 6
 
 
 # --------------------------------------------------------------------------------------------- in one process
@@ -157,9 +170,7 @@ def test_one_worker_without_latency_async_and_sync_label_the_same_images(tmp_pat
     """One worker, zero latency and instantaneous training: asynchronous querying has nothing to overlap."""
     flags = [*TINY, "--async-workers", "2", "--query-batch", "10", "--trainings", "3", "--latency", "0:0",
              "--train-time", "0"]
-    args = run_module.get_args_parser().parse_args(["--out", str(tmp_path), *flags])
-    exp = run_module.experiment(args)
-    (ctx, job), = run_module.asynchronous_jobs(args, exp)
+    ctx, job, exp = planned_asynchronous_run(tmp_path, *flags)
     runs = []
     for sync in (False, True):
         timing = clock.Asynchrony(workers=1, query_batch=10, threshold=10, trainings=3, sync=sync, latency=(0.0, 0.0),

@@ -17,7 +17,7 @@ import run as run_module
 from asynchronous.driver import InProcess, run_asynchronous
 from common.errors import UserError
 from common.records import queries_problem
-from conftest import REPO_ROOT, assert_one_line_error
+from conftest import REPO_ROOT, assert_one_line_error, planned_asynchronous_run
 from federated.local_deployment import FIRST_NODE_PORT, busy_ports, run_failure
 
 TINY = ["--dataset", "digits", "--runs", "1", "--epochs", "1", "--device", "cpu", "--threads", "1", "--quiet",
@@ -57,11 +57,9 @@ def test_flags_given_are_told_from_defaults():
 
 
 def test_one_asynchronous_worker_runs_the_asynchronous_mode(tmp_path):
-    args = run_module.get_args_parser().parse_args(["--out", str(tmp_path), *TINY, "--async-workers", "1",
-                                                    "--query-batch", "10", "--trainings", "2"])
-    assert run_module.mode(args) == "asynchronous"
-    exp = run_module.experiment(args)
-    (ctx, job), = run_module.asynchronous_jobs(args, exp)
+    flags = [*TINY, "--async-workers", "1", "--query-batch", "10", "--trainings", "2"]
+    assert run_module.mode(run_module.get_args_parser().parse_args(flags)) == "asynchronous"
+    ctx, job, exp = planned_asynchronous_run(tmp_path, *flags)
     assert job.timing.workers == 1 and job.strategies == ("entropy",)
     records = run_asynchronous(ctx, job, exp.options, lambda _actors: InProcess())
     assert [r["labelled"] for r in records] == [10, 20] and all(r["workers"] == 1 for r in records)
@@ -97,10 +95,8 @@ def finished_async(tmp_path_factory) -> Path:
 
 
 def in_process(out: Path) -> list[dict]:
-    args = run_module.get_args_parser().parse_args(["--out", str(out), *TINY, "--async-workers", "2",
-                                                    "--query-batch", "5", "--trainings", "2"])
-    exp = run_module.experiment(args)
-    (ctx, job), = run_module.asynchronous_jobs(args, exp)
+    ctx, job, exp = planned_asynchronous_run(out, *TINY, "--async-workers", "2", "--query-batch", "5",
+                                             "--trainings", "2")
     return run_asynchronous(ctx, job, exp.options, lambda _actors: InProcess())
 
 

@@ -2,19 +2,19 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
 import torch
-from sklearn.cluster import KMeans
 
 from common.errors import UserError
-from common.strategies.diversity import kmeans_plus_plus
+from common.train import predict_logits
 from federated.kafal import (
     balanced_softmax_ce, class_count_prior, compensatory_loss, inverse_frequency_weights, kcfu_loss, ksas_scores,
-    mix_unlabelled, mixup,
+    mix_unlabelled, mixed_weights, mixup,
 )
-from federated.logo import factored_kmeans, logo_select
+from federated.logo import LOCAL_ONLY_SCHEDULE, local_only_model, logo_select, predicted_class_embeddings
 
 LN2, LN3 = math.log(2.0), math.log(3.0)
 
@@ -76,12 +76,14 @@ def test_balanced_softmax_ce_is_finite_with_an_absent_class():
     assert torch.isfinite(loss) and torch.isfinite(logits.grad).all()
 
 
-def test_inverse_frequency_weights_sum_to_one_and_favour_rare_classes():
+def test_inverse_frequency_weights_sum_to_one_over_present_classes_and_absent_ones_weigh_zero():
     # (sum n / n_c) for n = [1, 2, 4]: [7, 3.5, 1.75] -> normalised [4, 2, 1] / 7
     torch.testing.assert_close(inverse_frequency_weights(torch.tensor([1, 2, 4])),
                                torch.tensor([4 / 7, 2 / 7, 1 / 7], dtype=torch.float64))
-    weights = inverse_frequency_weights(torch.tensor([5, 0, 3, 10]))
-    assert weights.sum().item() == pytest.approx(1.0) and weights.argmax().item() == 1
+    # KAFAL: counts [20, 5, 0 x 8] -> 1/20 and 1/5 normalised over the two present classes; the others 0
+    weights = inverse_frequency_weights(torch.tensor([20, 5] + [0] * 8))
+    torch.testing.assert_close(weights, torch.tensor([0.2, 0.8] + [0.0] * 8, dtype=torch.float64))
+    assert torch.equal(inverse_frequency_weights(torch.zeros(4)), torch.zeros(4, dtype=torch.float64))
 
 
 def hand_mixed_batch():
@@ -101,28 +103,42 @@ def test_compensatory_term_equals_a_hand_computation():
     # image 1: p_l = softmax[0.9, 0.1] = [0.689974, 0.310026], p_g = softmax[0.2, 1.8] = [0.167982, 0.832018]
     #          KL = 0.167982 ln(0.167982/0.689974) + 0.832018 ln(0.832018/0.310026) = 0.584044
     #          global predicts class 1
-    # counts [3, 1]: sum n / n_c = [4/3, 4] -> weights [0.25, 0.75]
-    # mean over images: (0.25 * 0.169884 + 0.75 * 0.584044) / 2 = 0.240252
-    loss = compensatory_loss(local_logits, global_logits, torch.tensor([3, 1]))
-    assert loss.item() == pytest.approx(0.2402520140, abs=1e-7)
+    # counts [3, 1]: sum n / n_c = [4/3, 4] -> r = [0.25, 0.75]
+    # lambda-mixed weights, the partner's class as the global model predicts it on the partner's mixed image:
+    #   w0 = 0.7 r[0] + 0.3 r[1] = 0.4, w1 = 0.9 r[1] + 0.1 r[0] = 0.7
+    # KL averaged over the C = 2 classes, then the mean over images:
+    #   (0.4 * 0.169884 / 2 + 0.7 * 0.584044 / 2) / 2 = 0.119196
+    loss = compensatory_loss(local_logits, global_logits, torch.tensor([3, 1]), mixed)
+    assert loss.item() == pytest.approx(0.1191961050, abs=1e-7)
+
+
+def test_a_mixed_image_of_absent_classes_only_weighs_nothing():
+    """Both the image and its partner predicted as a class the client has no label of: weight exactly 0."""
+    mixed = hand_mixed_batch()
+    weights = mixed_weights(inverse_frequency_weights(torch.tensor([3, 0])), torch.tensor([1, 1]), mixed)
+    assert torch.equal(weights, torch.zeros(2, dtype=torch.float64))
+    torch.testing.assert_close(mixed_weights(inverse_frequency_weights(torch.tensor([3, 0])), torch.tensor([0, 1]),
+                                             mixed), torch.tensor([0.7, 0.1], dtype=torch.float64))
 
 
 def test_compensatory_term_teaches_only_the_local_model():
     local_logits = random_logits(seed=7).requires_grad_()
     global_logits = random_logits(seed=8).requires_grad_()
-    compensatory_loss(local_logits, global_logits, torch.tensor([5, 1, 0, 2, 9])).backward()
+    mixed = mix_unlabelled(torch.zeros(len(local_logits), 2), torch.Generator().manual_seed(0))
+    compensatory_loss(local_logits, global_logits, torch.tensor([5, 1, 0, 2, 9]), mixed).backward()
     assert global_logits.grad is None and local_logits.grad.abs().sum() > 0
 
 
 def test_kcfu_is_balanced_ce_alone_then_adds_the_compensatory_term():
     labelled, labels, counts = random_logits(rows=4, seed=9), torch.tensor([0, 1, 1, 3]), torch.tensor([1, 2, 0, 1, 0])
     local_mixed, global_mixed = random_logits(seed=10), random_logits(seed=11)
-    first_cycle = kcfu_loss(labelled, labels, counts)
-    assert torch.equal(first_cycle, balanced_softmax_ce(labelled, labels, counts))
-    later = kcfu_loss(labelled, labels, counts, local_mixed, global_mixed)
-    torch.testing.assert_close(later, first_cycle + compensatory_loss(local_mixed, global_mixed, counts))
+    mixed = mix_unlabelled(torch.zeros(len(local_mixed), 2), torch.Generator().manual_seed(0))
+    first_round = kcfu_loss(labelled, labels, counts)
+    assert torch.equal(first_round, balanced_softmax_ce(labelled, labels, counts))
+    later = kcfu_loss(labelled, labels, counts, local_mixed, global_mixed, mixed)
+    torch.testing.assert_close(later, first_round + compensatory_loss(local_mixed, global_mixed, counts, mixed))
     with pytest.raises(ValueError):
-        kcfu_loss(labelled, labels, counts, local_mixed)
+        kcfu_loss(labelled, labels, counts, local_mixed, global_mixed)
 
 
 @pytest.mark.parametrize("count", [2, 3, 7, 64])
@@ -169,34 +185,50 @@ def planted_blobs(seed: int, per_blob: int = 20):
 @pytest.mark.parametrize("seed", range(10))
 def test_logo_picks_the_most_uncertain_image_of_each_blob(seed):
     points, entropy = planted_blobs(seed)
-    chosen = logo_select(np.ones((len(points), 1)), points, entropy, 3, np.random.default_rng(seed))
+    chosen = logo_select(points, entropy, 3, np.random.default_rng(seed))
     expected = [blob * 20 + int(np.argmax(entropy[blob * 20 : (blob + 1) * 20])) for blob in range(3)]
     assert sorted(chosen.tolist()) == expected
 
 
-def test_logo_fills_with_the_highest_remaining_entropy_when_clusters_are_empty():
+def test_logo_fills_the_budget_round_robin_over_the_clusters():
+    """Two distinct points for six clusters: each cluster's top row (by entropy, 7 then 1), then the next row
+    of each cluster in the same order (8, 4), and again (6, 3), as the reference tops up."""
     points = np.repeat(np.array([[0.0, 10.0], [10.0, 0.0]]), 5, axis=0)  # rows 0-4 one point, rows 5-9 another
     entropy = np.array([0.1, 0.9, 0.2, 0.3, 0.4, 0.5, 0.6, 0.95, 0.7, 0.05])
-    chosen = logo_select(np.ones((10, 1)), points, entropy, 6, np.random.default_rng(0))
-    assert len(chosen) == 6 and len(set(chosen.tolist())) == 6
-    # each point's top row (1 and 7), then the four highest entropies left: 8, 6, 5, 4
-    assert set(chosen[:2].tolist()) == {1, 7} and chosen[2:].tolist() == [8, 6, 5, 4]
+    with pytest.warns(Warning):  # scikit-learn: fewer distinct points than clusters
+        chosen = logo_select(points, entropy, 6, np.random.default_rng(0))
+    assert chosen.tolist() == [7, 1, 8, 4, 6, 3]
 
 
 def test_logo_budget_bounds():
     points, entropy = planted_blobs(0, per_blob=2)
-    everything = logo_select(np.ones((6, 1)), points, entropy, 6, np.random.default_rng(0))
+    everything = logo_select(points, entropy, 6, np.random.default_rng(0))
     assert sorted(everything.tolist()) == list(range(6))
-    assert len(logo_select(np.ones((6, 1)), points, entropy, 0, np.random.default_rng(0))) == 0
+    assert len(logo_select(points, entropy, 0, np.random.default_rng(0))) == 0
     with pytest.raises(UserError, match="budget"):
-        logo_select(np.ones((6, 1)), points, entropy, 7, np.random.default_rng(0))
+        logo_select(points, entropy, 7, np.random.default_rng(0))
 
 
-def test_factored_kmeans_matches_kmeans_on_the_formed_embeddings():
-    rng = np.random.default_rng(3)
-    scales, features = rng.normal(size=(200, 4)), rng.normal(size=(200, 6))
-    embeddings = (scales[:, :, None] * features[:, None, :]).reshape(200, -1)  # g_i = a_i (x) h_i, [200, 24]
-    ours = factored_kmeans(scales, features, 5, np.random.default_rng(1))
-    seeds = kmeans_plus_plus(scales, features, 5, np.random.default_rng(1))  # the same seeded start
-    reference = KMeans(5, init=embeddings[seeds], n_init=1, algorithm="lloyd", max_iter=50, tol=0).fit(embeddings)
-    np.testing.assert_array_equal(ours, reference.labels_)
+def test_logo_embedding_is_badges_predicted_class_block():
+    """(p_y - 1) h: the gradient of CE at the predicted class y wrt the last layer's row y."""
+    probs = np.array([[0.7, 0.2, 0.1], [0.1, 0.3, 0.6]])
+    scales = probs - np.eye(3)[probs.argmax(axis=1)]
+    features = np.array([[1.0, 2.0], [3.0, -1.0]])
+    np.testing.assert_allclose(predicted_class_embeddings(scales, features), [[-0.3, -0.6], [-1.2, 0.4]])
+
+
+def test_logo_local_only_model_starts_fresh_and_learns_only_the_clients_labels(digits_spec, digits_data):
+    """The same fresh weights for every client of a cycle (never the global model's), other ones next cycle;
+    trained on the client's own labelled images until 99 % of them are right."""
+    images, labels = digits_data.train.images[:40], digits_data.train.labels[:40]
+    cpu = torch.device("cpu")
+    untrained = [local_only_model(digits_spec, images[:0], labels[:0], 0, cycle, client, cpu).state_dict()
+                 for cycle, client in ((1, 0), (1, 1), (2, 0))]
+    assert all(torch.equal(untrained[0][k], untrained[1][k]) for k in untrained[0])
+    assert not all(torch.equal(untrained[0][k], untrained[2][k]) for k in untrained[0])
+    trained = local_only_model(digits_spec, images, labels, 0, 1, 0, cpu)
+    predicted = predict_logits(trained, images, digits_spec.normalise, cpu).argmax(dim=1)
+    assert (predicted == labels).float().mean().item() >= 0.99
+    assert not all(torch.equal(trained.state_dict()[k], untrained[0][k]) for k in untrained[0])
+    one_epoch = local_only_model(digits_spec, images, labels, 0, 1, 0, cpu, replace(LOCAL_ONLY_SCHEDULE, epochs=1))
+    assert not all(torch.equal(one_epoch.state_dict()[k], trained.state_dict()[k]) for k in untrained[0])

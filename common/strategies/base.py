@@ -55,6 +55,7 @@ class AcquisitionState:
     seed: int  # for torch-side randomness (dropout masks)
     options: AcquisitionOptions
     scratch: Path | None = None  # where disk-backed temporaries of this acquisition may go
+    trained_before: bool = False  # the models were trained on a starting labelled set (--initial-labels)
     notes: dict = field(default_factory=dict)  # what the strategy measured, added to the metrics record
 
     def unlabelled_images(self) -> Images:
@@ -91,7 +92,8 @@ class RandomStrategy(Strategy):
 
 
 class ScoreStrategy(Strategy):
-    """Rank unlabelled images by an informativeness score; random at b=0 (docs/method.md#baselines)."""
+    """Rank unlabelled images by an informativeness score; random at b=0 while the model has seen no label
+    (docs/method.md#baselines)."""
 
     random_first_iteration: bool = True
 
@@ -100,7 +102,7 @@ class ScoreStrategy(Strategy):
         """[U] informativeness of each unlabelled image, higher = label it sooner."""
 
     def select(self, state: AcquisitionState) -> np.ndarray:
-        if self.random_first_iteration and state.iteration == 0:
+        if self.random_first_iteration and state.iteration == 0 and not state.trained_before:
             return RandomStrategy().select(state)
         return state.unlabelled[top_scores(self.scores(state), state.budget, state.rng)]
 
