@@ -120,8 +120,9 @@ def discover_clients(grid: ServerGrid, clients: int) -> dict[int, int]:
 class FederatedRun:
     """One method's federated AL run on the server, resumable per cycle."""
 
-    def __init__(self, job: Job, grid, nodes: dict[int, int], out: Path, data: DatasetArrays,
+    def __init__(self, job: Job, grid: ServerGrid | None, nodes: dict[int, int], out: Path, data: DatasetArrays,
                  log: Callable[[str], None]) -> None:
+        """`grid` None: a run only looked at (finished_and_checked), never run."""
         self.job, self.grid, self.nodes, self.log = job, grid, nodes, log
         self.spec, self.method = job.spec, CLIENT_METHODS.get(job.method)
         self.device = resolve_device(job.device)
@@ -136,8 +137,8 @@ class FederatedRun:
         self.initial = initial_client_labels(self.parts, job.protocol.initial_labels, job.protocol.seed)
         initial_positions = np.concatenate([part[ids] for part, ids in zip(self.parts, self.initial)])
         self.initial_positions = np.sort(initial_positions).astype(np.int64)
-        self.stop: Stop = grid.stop
-        self.checked_before = grid.audit.checked  # replies of this cycle that passed the privacy audit
+        self.stop: Stop = grid.stop if grid is not None else Stop()
+        self.checked_before = grid.audit.checked if grid is not None else 0  # replies that passed the audit
         self.model = self.spec.model(self.spec.num_classes, False)
         self.model_bytes = sum(t.numel() * t.element_size() for t in self.model.state_dict().values())
         self.settings = RunSettings(
@@ -147,6 +148,16 @@ class FederatedRun:
         )
 
     # ------------------------------------------------------------------ the run
+    def finished_and_checked(self) -> list[dict] | None:
+        """The records of a finished run after checking every file it holds, or None when it is not finished
+        (a rerun of finished runs needs no simulation)."""
+        records = finished_records(self.folder)
+        if len(records) < self.job.cycles:
+            return None
+        check_settings(self.folder, settings_that_matter(self.job), write=False)
+        self._checked_files(records)
+        return records[: self.job.cycles]
+
     def run(self) -> list[dict]:
         with storage.exclusive(self.folder) as mine:
             if not mine:

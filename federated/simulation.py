@@ -31,6 +31,7 @@ def backend_config(clients: int) -> dict:
 def run_jobs(jobs: list[Job], out: Path, log: Callable[[str], None] = print, verbose: bool = False) -> None:
     """Run every job (all with the same number of clients) in one Flower simulation; errors raised on
     the server come back here (a UserError stays one line)."""
+    jobs = unfinished(jobs, out, log)  # finished runs are checked here, without starting Flower
     if not jobs:
         return
     os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
@@ -94,6 +95,15 @@ def _stop_ray() -> None:
 
     if ray.is_initialized():
         ray.shutdown()
+
+
+def unfinished(jobs: list[Job], out: Path, log: Callable[[str], None]) -> list[Job]:
+    """The jobs whose runs are not finished; every file of a finished run is checked (a damaged one is a
+    UserError naming it)."""
+    from federated.server_app import FederatedRun  # noqa: PLC0415
+
+    return [job for job in jobs if FederatedRun(job, None, {}, out, dataset_arrays(job.dataset, job.data_root),
+                                                log).finished_and_checked() is None]
 
 
 def _finished(job: Job, out: Path) -> bool:

@@ -103,11 +103,7 @@ def test_score_methods_split_the_budget_by_pool_size(federated_run):
 
 
 def client_parts(out: Path) -> list[np.ndarray]:
-    spec = DATASETS.get("digits")
-    labels = spec.load(None, True).labels.numpy()
-    with np.load(out / RUN / "split.npz") as split:
-        pool = split["pool_indices"]
-    return client_pools(labels[pool], 10, Federation(clients=3, alpha=0.5), seed=0)
+    return client_parts_of(out / RUN, Federation(clients=3, alpha=0.5))
 
 
 def test_same_seed_same_results(federated_run, tmp_path):
@@ -439,3 +435,35 @@ def test_a_damaged_file_of_a_finished_federated_run_is_refused(federated_run, tm
         plotted = subprocess.run([sys.executable, "run_plot.py", "--dataset", "digits", "--out", str(out)],
                                  cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
         assert expected in assert_one_line_error(plotted)
+
+
+def test_a_starting_set_partial_participation_and_reinitialised_cycles(tmp_path):
+    """KAFAL's protocol pieces in one simulation: 30 starting labels shared by pool size and trained on before
+    the first acquisition, half the clients per round (all in a cycle's last round), the model re-initialised
+    every cycle; LoGo's local-only model and KCFU on the way. A rerun of the finished runs needs no Flower."""
+    flags = [*FLAGS, "--methods", "random,logo", "--local-loss", "kcfu", "--initial-labels", "30",
+             "--participation", "0.5", "--reinit-each-cycle"]
+    assert run_cli("--out", tmp_path, *flags, timeout=900).returncode == 0
+    run = Path("digits") / f"ir10_val20_init30_fed-{FEDERATION}-p0.5-reinit" / "run0"
+    parts = client_parts_of(tmp_path / run, Federation(clients=3, alpha=0.5))
+    shares = proportional_shares(np.array([len(p) for p in parts]), np.array([len(p) for p in parts]), 30)
+    for method in ("random+kcfu", "logo+kcfu"):
+        records, acquired, rounds = results(tmp_path, method, run)
+        assert [(r["labelled"], r["initial_labels"]) for r in records] == [(40, 30), (50, 30)]
+        assert all(sum(r["client_labelled"]) == r["labelled"] for r in records)
+        assert all(a >= s for a, s in zip(records[0]["client_labelled"], shares))  # the starting set, then more
+        weights = rounds[1]["bytes"] // 6  # 2 transfers x 3 clients in a cycle's last round
+        assert [line["bytes"] // weights for line in rounds] == [4, 6, 4, 6]  # round 1: 2 of the 3 clients
+        assert all(line["missing_clients"] == [] for line in rounds)
+    started = time.monotonic()
+    again = run_cli("--out", tmp_path, *flags, timeout=900)
+    assert again.returncode == 0 and time.monotonic() - started < 60
+    assert results(tmp_path, "logo+kcfu", run)[0] == records
+
+
+def client_parts_of(run_folder: Path, federation: Federation) -> list[np.ndarray]:
+    spec = DATASETS.get("digits")
+    labels = spec.load(None, True).labels.numpy()
+    with np.load(run_folder / "split.npz") as split:
+        pool = split["pool_indices"]
+    return client_pools(labels[pool], 10, federation, seed=0)
