@@ -372,7 +372,7 @@ def load_acquired(ctx: RunContext, folder: Path, records: list[dict], budget: in
         elif len(np.unique(positions)) != len(positions):
             problem = "holds an image twice"
         elif np.isin(positions, labelled).any():
-            problem = "repeats images labelled before (an earlier iteration or the starting set)"
+            problem = "repeats images acquired in an earlier iteration (or labelled in the starting set)"
         if problem is None and record["labelled"] != len(labelled) + len(indices):
             problem = f"does not match metrics.jsonl ({record['labelled']} labelled after iteration {iteration})"
         if problem:

@@ -71,24 +71,55 @@ def _tool(name: str) -> str:
     return str(Path(sys.executable).parent / name)
 
 
+def descendants(pid: int) -> list[int]:
+    """Every process below `pid` (children, their children, ...), read from /proc."""
+    parents: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        parents.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found, frontier = [], [pid]
+    while frontier:
+        children = parents.get(frontier.pop(), [])
+        found += children
+        frontier += children
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
 @contextmanager
 def daemon(command: list[str], log: Path, env: dict[str, str]) -> Iterator[subprocess.Popen]:
-    """Start `command` in its own process group; on exit stop the whole group (its superexec children too)."""
+    """Start `command` in its own process group; on exit stop the whole group and every process below it
+    (superexec and the app processes it starts, some in sessions of their own), and wait until they are gone."""
     with log.open("w") as handle:
         process = subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT, env=env, start_new_session=True)
         try:
             yield process
         finally:
-            for sig, wait in ((signal.SIGTERM, 10), (signal.SIGKILL, 5)):
+            below = descendants(process.pid)
+            for sig, wait in ((signal.SIGTERM, 10.0), (signal.SIGKILL, 5.0)):
+                for pid in below:
+                    try:
+                        os.kill(pid, sig)
+                    except ProcessLookupError:
+                        pass
                 try:
                     os.killpg(process.pid, sig)
                 except ProcessLookupError:
+                    pass
+                deadline = time.monotonic() + wait
+                while (process.poll() is None or any(map(_alive, below))) and time.monotonic() < deadline:
+                    time.sleep(0.1)
+                if process.poll() is not None and not any(map(_alive, below)):
                     break
-                try:
-                    process.wait(timeout=wait)
-                    break
-                except subprocess.TimeoutExpired:
-                    continue
 
 
 def _wait_for(log: Path, text: str, process: subprocess.Popen) -> None:

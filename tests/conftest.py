@@ -131,3 +131,15 @@ def planned_asynchronous_run(out, *flags):
     exp = run_module.experiment(args)
     (ctx, job), = run_module.asynchronous_jobs(args, exp)
     return ctx, job, exp
+
+
+def flower_processes() -> str:
+    """Flower daemons and app processes running now, one `pid ppid state etime command` line each ("" when
+    none). A zombie (state Z) has exited: here it waits only for a PID 1 that may never reap it."""
+    pids = subprocess.run(["pgrep", "-f", "flower-superlink|flower-supernode|flower-superexec|flwr-serverapp"],
+                          capture_output=True, text=True).stdout.split()
+    if not pids:
+        return ""
+    listing = subprocess.run(["ps", "-o", "pid=,ppid=,stat=,etime=,args=", "-p", ",".join(pids)],
+                             capture_output=True, text=True).stdout.splitlines()
+    return "\n".join(line for line in listing if not line.split()[2].startswith("Z"))

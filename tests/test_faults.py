@@ -17,7 +17,7 @@ import run as run_module
 from asynchronous.driver import InProcess, run_asynchronous
 from common.errors import UserError
 from common.records import queries_problem
-from conftest import REPO_ROOT, assert_one_line_error, planned_asynchronous_run
+from conftest import REPO_ROOT, assert_one_line_error, flower_processes, planned_asynchronous_run
 from federated.local_deployment import FIRST_NODE_PORT, busy_ports, run_failure
 
 TINY = ["--dataset", "digits", "--runs", "1", "--epochs", "1", "--device", "cpu", "--threads", "1", "--quiet",
@@ -156,11 +156,6 @@ def test_queries_problem(lines, expected):
 def deploy(args: str, timeout: float = 300) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "federated.local_deployment", "--args", args], cwd=REPO_ROOT,
                           capture_output=True, text=True, timeout=timeout)
-
-
-def flower_processes() -> str:
-    return subprocess.run(["pgrep", "-f", "flower-superlink|flower-supernode|flower-superexec|flwr-serverapp"],
-                          capture_output=True, text=True).stdout.strip()
 
 
 @pytest.mark.parametrize("args, expected", [

@@ -28,7 +28,7 @@ from common.images import take
 from common.records import metrics_problem
 from common.seeding import numpy_rng
 from common.strategies import STRATEGIES, AcquisitionOptions, AcquisitionState
-from conftest import REPO_ROOT, assert_one_line_error, run_cli
+from conftest import REPO_ROOT, assert_one_line_error, flower_processes, run_cli
 from federated.client_app import select_share
 from federated.privacy import Audit, PrivacyViolation, reply_problems
 from federated.server_app import proportional_shares
@@ -291,9 +291,7 @@ def test_local_deployment_runs_a_cycle_and_stops_every_process(tmp_path):
     (metrics,) = out.glob("digits/*_fed-c2-*/run0/unsup0/entropy/metrics.jsonl")
     (record,) = [json.loads(line) for line in metrics.read_text().splitlines()]
     assert record["labelled"] == 10 and record["clients"] == 2 and metrics_problem(record) is None
-    left = subprocess.run(["pgrep", "-f", "flower-superlink|flower-supernode|flower-superexec|flwr-serverapp"],
-                          capture_output=True, text=True)
-    assert left.stdout.strip() == "", f"processes left running: {left.stdout}"
+    assert flower_processes() == "", "processes left running"
 
 
 # ----------------------------------------------------------------------------- faults (stops, silent clients)
