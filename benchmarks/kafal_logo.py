@@ -19,15 +19,13 @@ printed as Markdown and written to benchmarks/results/kafal_logo.md.
 from __future__ import annotations
 
 import argparse
-import subprocess
 import sys
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from benchmarks.reports import run_and_report  # noqa: E402
+from benchmarks.reports import add_run_arguments, run_and_report, run_commands  # noqa: E402
 from common.reporting import aggregate, load_records, method_label  # noqa: E402
 
 METHODS = "random,entropy,ksas,logo,fk-nn"
@@ -47,11 +45,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--rounds", default="10")
     parser.add_argument("--local-epochs", default="3")
     parser.add_argument("--participation", default="0.8")
-    parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--workers", type=int, default=2, help="runs side by side (one run.py process each)")
-    parser.add_argument("--out", type=Path, default=REPO / "local_data" / "bench-kafal-logo")
-    parser.add_argument("--report-only", action="store_true", help="only print the tables of existing results")
-    return parser
+    return add_run_arguments(parser, REPO / "local_data" / "bench-kafal-logo")
 
 
 def commands(args: argparse.Namespace) -> list[list[str]]:
@@ -71,10 +65,7 @@ def commands(args: argparse.Namespace) -> list[list[str]]:
 
 
 def run_experiments(args: argparse.Namespace) -> None:
-    with ThreadPoolExecutor(max_workers=max(1, args.workers)) as pool:
-        for result in pool.map(lambda command: subprocess.run(command, cwd=REPO), commands(args)):
-            if result.returncode:
-                raise SystemExit(f"kafal_logo: a run failed ({result.returncode}): {' '.join(result.args)}")
+    run_commands(commands(args), args.workers, "kafal_logo", REPO)
 
 
 def accuracy_table(curves: dict, title: str) -> str:

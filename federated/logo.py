@@ -20,7 +20,7 @@ from common.errors import UserError
 from common.schedule import Schedule
 from common.seeding import torch_global_seed, torch_seed
 from common.strategies.base import top_scores
-from common.train import Images, ToInput, predict_logits, train_model
+from common.train import Images, predict_logits, train_model
 
 # The reference's local-only training: SGD lr 0.01, momentum 0.9, weight decay 1e-5, batch 64, at most
 # 50 epochs, stopped once the training accuracy reaches 99 % (docs/method.md lists what differs).

@@ -168,7 +168,7 @@ class FederatedRun:
             return self._run()
 
     def _run(self) -> list[dict]:
-        job, ctx = self.job, self.ctx
+        job = self.job
         records = finished_records(self.folder)
         start = min(len(records), job.cycles)
         acquired = self._checked_files(records)  # a finished run's files are checked too, every time
