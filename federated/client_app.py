@@ -154,6 +154,7 @@ def select_share(job: Job, client: ClientData, global_model: nn.Module, local_mo
         budget=share, rng=numpy_rng(job.protocol.seed, "federated-acquire", cycle, client.partition_id),
         seed=torch_seed(job.protocol.seed, "federated-acquire", cycle, client.partition_id),
         options=AcquisitionOptions(device=device, feature_layer=job.spec.penultimate, batch_size=job.batch_size),
+        trained_before=job.protocol.initial_labels > 0,  # the global model was trained on the starting set
     )
     return loop.acquire(method.build(local_model, counts), state, job.method)[0]
 

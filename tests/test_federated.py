@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -255,10 +256,13 @@ def one_client_job(method: str):
                descriptor_layers=spec.descriptor_layers["l80"], top_k=32, batch_size=512)
 
 
-@pytest.mark.parametrize("method", ["entropy", "margin", "least-confidence"])
-def test_one_client_holding_the_pool_selects_what_the_central_strategy_selects(method):
-
+@pytest.mark.parametrize("method, cycle, initial_labels", [
+    ("entropy", 1, 0), ("margin", 1, 0), ("least-confidence", 1, 0),
+    ("entropy", 0, 30),  # a starting set: the first cycle already ranks (no random fallback)
+])
+def test_one_client_holding_the_pool_selects_what_the_central_strategy_selects(method, cycle, initial_labels):
     job = one_client_job(method)
+    job = replace(job, protocol=replace(job.protocol, initial_labels=initial_labels))
     client = client_data(job, 0)
     spec = job.spec
     train = spec.load(None, True)
@@ -267,12 +271,12 @@ def test_one_client_holding_the_pool_selects_what_the_central_strategy_selects(m
     torch.manual_seed(3)
     model = spec.model(10, False)
     labelled = np.arange(0, 60, 3)
-    chosen = select_share(job, client, model, model, labelled, cycle=1, share=15, device=torch.device("cpu"))
+    chosen = select_share(job, client, model, model, labelled, cycle=cycle, share=15, device=torch.device("cpu"))
     pool = Split(images=take(train.images, split.pool_indices), labels=train.labels[split.pool_indices])
     state = AcquisitionState(
         models=[model], to_input=spec.normalise, pool=pool, unlabelled=np.setdiff1d(np.arange(len(pool)), labelled),
-        validation=pool, iteration=1, budget=15, rng=numpy_rng(0, "acquire", 1), seed=0,
-        options=AcquisitionOptions(device=torch.device("cpu")),
+        validation=pool, iteration=cycle, budget=15, rng=numpy_rng(0, "acquire", cycle), seed=0,
+        options=AcquisitionOptions(device=torch.device("cpu")), trained_before=True,
     )
     central = STRATEGIES.get(method).select(state)
     assert sorted(chosen.tolist()) == sorted(central.tolist())
