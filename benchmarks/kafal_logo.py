@@ -22,6 +22,9 @@ import argparse
 import sys
 from pathlib import Path
 
+import numpy as np
+from scipy import stats
+
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
@@ -77,17 +80,28 @@ def accuracy_table(curves: dict, title: str) -> str:
     return "\n".join(lines)
 
 
-def claim_lines(curves: dict) -> list[str]:
-    """Each claim at every budget: the mean difference and its standard error over runs."""
-    lines = ["| claim | labels | difference (mean ± s.e.) | holds? |", "|---|---|---|---|"]
+def paired_differences(records: list[dict], better: str, worse: str, metric: str) -> dict[int, list[float]]:
+    """labels -> the per-run differences better - worse (same seed: same split, clients and starting set)."""
+    value = {(method_label(r), r["run"], r["labelled"]): r[metric] for r in records}
+    found: dict[int, list[float]] = {}
+    for (label, run, labelled), a in sorted(value.items()):
+        if label == better and (worse, run, labelled) in value:
+            found.setdefault(labelled, []).append(a - value[worse, run, labelled])
+    return found
+
+
+def claim_lines(records: list[dict]) -> list[str]:
+    """Each claim at every budget: the mean of the paired per-run differences, its standard error, and a
+    two-sided paired t-test at 5 % ('yes' / 'no': the difference is significant either way)."""
+    lines = ["| claim | labels | difference (mean ± s.e., paired by run) | runs | holds? |", "|---|---|---|---|---|"]
     for better, worse, text in CLAIMS:
-        if better not in curves or worse not in curves:
-            continue
-        a, b = curves[better], curves[worse]
-        for x, mean_a, std_a, runs_a, mean_b, std_b, runs_b in zip(a.x, a.mean, a.std, a.runs, b.mean, b.std, b.runs):
-            error = (std_a**2 / max(1, runs_a) + std_b**2 / max(1, runs_b)) ** 0.5
-            verdict = "yes" if mean_a - mean_b > 2 * error else ("no" if mean_b - mean_a > 2 * error else "within noise")
-            lines.append(f"| {text} | {int(x)} | {mean_a - mean_b:+.3f} ± {error:.3f} | {verdict} |")
+        for labelled, differences in paired_differences(records, better, worse, "test_acc").items():
+            mean = float(np.mean(differences))
+            error = float(np.std(differences, ddof=1) / np.sqrt(len(differences))) if len(differences) > 1 else float("nan")
+            critical = float(stats.t.ppf(0.975, len(differences) - 1)) if len(differences) > 1 else float("nan")
+            verdict = ("yes" if mean > critical * error else "no" if -mean > critical * error else "within noise") \
+                if error == error else "one run"
+            lines.append(f"| {text} | {labelled} | {mean:+.3f} ± {error:.3f} | {len(differences)} | {verdict} |")
     return lines
 
 
@@ -104,8 +118,8 @@ def report(args: argparse.Namespace) -> str:
             (curves[name],) = aggregate([r for r in records if method_label(r) == name], metric).values()
         parts += [accuracy_table(curves, title), ""]
         if metric == "test_acc":
-            parts += ["### The papers' claims (difference of means; 'holds' when beyond 2 standard errors)", "",
-                      *claim_lines(curves), ""]
+            parts += ["### The papers' claims (paired by run; 'yes' / 'no': significant by a two-sided paired t-test at 5 %)", "",
+                      *claim_lines(records), ""]
     return "\n".join(parts)
 
 
