@@ -40,7 +40,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--iterations", default="4")
     parser.add_argument("--budget", default="250")
-    parser.add_argument("--rounds", default="5")
+    parser.add_argument("--rounds", default="25", help="rounds per cycle: 25 x 2 local epochs = the 50 epochs central training gives")
     parser.add_argument("--local-epochs", default="2")
     parser.add_argument("--epochs", default=None, help="central training epochs (default: the dataset's, 50)")
     parser.add_argument("--out", type=Path, default=REPO / "local_data" / "bench-federated")

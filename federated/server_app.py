@@ -87,6 +87,17 @@ def cycle_name(cycle: int) -> str:
     return f"cycle {cycle}" if cycle >= 0 else "the training on the starting set,"
 
 
+def untrained_note(test_loss: float, num_classes: int) -> str:
+    """A log-line warning when the global model does no better than a uniform guess (test loss at least
+    ln C): its accuracy then ranks what an untrained network happens to output, not the labels chosen
+    (docs/method.md, "Federated FK at the first cycle")."""
+    chance = math.log(num_classes)
+    if test_loss < chance:
+        return ""
+    return (f" UNTRAINED: test loss {test_loss:.2f} >= ln {num_classes} = {chance:.2f}; raise --rounds or "
+            f"--local-epochs")
+
+
 def method_label(job: Job) -> str:
     return job.method + ("+kcfu" if job.federation.local_loss == "kcfu" else "")
 
@@ -207,6 +218,7 @@ class FederatedRun:
         self.client_states, round_missing = self._train(cycle, labelled)
         train_seconds = time.perf_counter() - began
         record = self._record(cycle, labelled, missing, acquire_seconds, train_seconds, query_bytes)
+        _, test_loss = self._evaluate_with_loss()
         extra = {"client_states": self.client_states} if self.method.uses_local_model else {}
         with self.stop.writing():
             storage.save_checkpoint(self.folder / f"model_{cycle:03d}.pt",
@@ -218,7 +230,8 @@ class FederatedRun:
         self.log(f"[{self.spec.name} ir{imbalance_name(ctx.protocol.imbalance)} {job.federation.name()} "
                  f"{method_label(job)} run{ctx.run}] cycle={cycle} labelled={record['labelled']} "
                  f"acc={record['test_acc']:.4f} minority={record['minority_acc']:.4f} "
-                 f"acquire={acquire_seconds:.1f}s train={train_seconds:.1f}s{absent}")
+                 f"acquire={acquire_seconds:.1f}s train={train_seconds:.1f}s{absent}"
+                 f"{untrained_note(test_loss, self.spec.num_classes)}")
         return record
 
     # ------------------------------------------------------------------ files

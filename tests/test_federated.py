@@ -32,7 +32,7 @@ from common.strategies import STRATEGIES, AcquisitionOptions, AcquisitionState
 from conftest import REPO_ROOT, assert_one_line_error, flower_processes, run_cli
 from federated.client_app import select_share
 from federated.privacy import Audit, PrivacyViolation, reply_problems
-from federated.server_app import proportional_shares
+from federated.server_app import proportional_shares, untrained_note
 from federated.simulation import run_jobs
 from federated.task import Federation, Job, client_data, client_pools
 
@@ -212,6 +212,13 @@ class Reply:
 def test_proportional_shares(sizes, available, budget, expected):
     shares = proportional_shares(np.array(sizes), np.array(available), budget)
     assert shares.tolist() == expected
+
+
+def test_a_cycle_whose_global_model_is_no_better_than_a_uniform_guess_is_flagged():
+    note = untrained_note(2.41, 10)
+    assert "UNTRAINED" in note and "2.41 >= ln 10 = 2.30" in note and "--rounds" in note
+    assert untrained_note(2.29, 10) == "" and untrained_note(0.5, 2) == ""
+    assert "UNTRAINED" in untrained_note(0.70, 2)  # ln 2 = 0.69
 
 
 def test_plots_and_predictions_from_a_federated_run(federated_run, tmp_path):
