@@ -28,10 +28,9 @@ from common.cli import (
     positive_int,
     run_main,
 )
-from common.datasets import DATASETS, LOCAL_DATA, DatasetSpec
+from common.datasets import DATASETS, DatasetSpec
 from common.errors import UserError
 from common.experiment import (
-    ALL_TRAIN,
     CentralJob,
     DatasetArrays,
     Protocol,
@@ -39,11 +38,11 @@ from common.experiment import (
     RunSettings,
     ensure_initial_models,
     draw_split,
-    imbalance_name,
-    minority_set_name,
     prepare_run,
     run_central_job,
 )
+from common.methods import ALL_TRAIN
+from common.naming import LOCAL_DATA, imbalance_name, minority_set_name
 from common.gen_descr import STORES
 from common.search import INDEX_KINDS, SearchSettings
 from common.seeding import numpy_rng

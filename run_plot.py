@@ -18,19 +18,24 @@ import argparse
 import csv
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-
 from common.cli import DefaultsHelpFormatter, OneLineErrorParser, fraction, imbalance_ratio, run_main  # noqa: E402
-from common.datasets import LOCAL_DATA  # noqa: E402
 from common.errors import UserError  # noqa: E402
-from common.experiment import imbalance_name, protocol_name  # noqa: E402
+from common.methods import is_reference  # noqa: E402
+from common.naming import LOCAL_DATA, imbalance_name, protocol_name  # noqa: E402
 from common.reporting import (  # noqa: E402
-    ALL_TRAIN, METRICS, Curve, aggregate, label_savings, load_queries, load_records, load_rounds, query_waits,
+    METRICS, Curve, aggregate, label_savings, load_queries, load_records, load_rounds, query_waits,
     round_curves, safe_name, savings_markdown,
 )
+
+
+def pyplot():
+    """matplotlib's pyplot on the Agg backend, imported at the first plot (so --help and errors answer at once)."""
+    import matplotlib  # noqa: PLC0415
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # noqa: PLC0415
+
+    return plt
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -60,10 +65,10 @@ def variant_title(variant: str) -> str:
 
 
 def draw(setting: tuple, per_metric: dict[str, dict[str, Curve]], savings_text: str, title: str, x_name: str):
-    figure, axes = plt.subplots(1, len(METRICS), figsize=(6.2 * len(METRICS), 4.8))
+    figure, axes = pyplot().subplots(1, len(METRICS), figsize=(6.2 * len(METRICS), 4.8))
     for axis, (metric, metric_title) in zip(axes, METRICS.items()):
         for method, curve in sorted(per_metric[metric].items()):
-            if method == ALL_TRAIN:
+            if is_reference(method):
                 axis.axhline(curve.mean[0], color="black", linestyle="--", linewidth=1,
                              label=f"all-train {curve.mean[0]:.3f} ({curve.run_label()})")
                 continue
@@ -115,7 +120,7 @@ def report(records: list[dict], dataset: str, folder: Path, count_validation: bo
         for suffix in (".png", ".pdf"):
             figure.savefig(folder / f"curves_{stem}{suffix}", dpi=120)
             written.append(folder / f"curves_{stem}{suffix}")
-        plt.close(figure)
+        pyplot().close(figure)
         markdown = folder / f"savings_{setting_stem(setting, False)}.md"
         markdown.write_text(f"# {title}\n\n" + "\n\n".join(table for table, _ in tables) + "\n")
         written.append(markdown)
@@ -154,7 +159,7 @@ def draw_rounds(lines: list[dict], folder: Path, dataset: str) -> list[Path]:
         per_setting.setdefault(tuple(setting), {})[method] = curve
     written = []
     for setting, curves in sorted(per_setting.items(), key=str):
-        figure, axis = plt.subplots(figsize=(7, 4.8))
+        figure, axis = pyplot().subplots(figsize=(7, 4.8))
         for method, curve in sorted(curves.items()):
             line = axis.plot(curve.x, curve.mean, marker="o", markersize=2, label=f"{method} ({curve.run_label()})")[0]
             axis.fill_between(curve.x, curve.mean - curve.std, curve.mean + curve.std, color=line.get_color(), alpha=0.15)
@@ -174,7 +179,7 @@ def save_line_plot(figure, axis, x_name: str, y_name: str, title: str, path: Pat
     axis.set_title(title, fontsize=9)
     figure.tight_layout()
     figure.savefig(path, dpi=120)
-    plt.close(figure)
+    pyplot().close(figure)
     return path
 
 
@@ -186,7 +191,7 @@ def draw_async_accuracy(records: list[dict], folder: Path, dataset: str) -> list
         per_setting.setdefault(tuple(setting), {})[method] = curve
     written = []
     for setting, curves in sorted(per_setting.items(), key=str):
-        figure, axis = plt.subplots(figsize=(7, 4.8))
+        figure, axis = pyplot().subplots(figsize=(7, 4.8))
         colours: dict[str, str] = {}
         for method, curve in sorted(curves.items()):
             base, sync = method.removesuffix("+sync"), method.endswith("+sync")
@@ -210,7 +215,7 @@ def draw_query_wait(lines: list[dict], folder: Path, dataset: str) -> list[Path]
         per_protocol.setdefault((imbalance, val_per_class, unsupervised), {})[tuple(curve)] = by_batch
     written = []
     for protocol, curves in sorted(per_protocol.items(), key=str):
-        figure, axis = plt.subplots(figsize=(7, 4.8))
+        figure, axis = pyplot().subplots(figsize=(7, 4.8))
         for (method, workers, servers, latency), by_batch in sorted(curves.items(), key=str):
             batches = sorted(by_batch)
             label = f"{method.removesuffix('+sync')} {'sync' if method.endswith('+sync') else 'async'} " \

@@ -29,9 +29,10 @@ from common import storage  # noqa: E402
 from common.cli import (  # noqa: E402
     DefaultsHelpFormatter, OneLineErrorParser, comma_list, imbalance_ratio, positive_int, run_main,
 )
-from common.datasets import DATASETS, LOCAL_DATA, DatasetSpec, Split  # noqa: E402
+from common.datasets import DATASETS, DatasetSpec, Split  # noqa: E402
 from common.errors import UserError  # noqa: E402
-from common.experiment import build_models, protocol_name, run_folder  # noqa: E402
+from common.experiment import build_models  # noqa: E402
+from common.naming import LOCAL_DATA, protocol_name, run_folder  # noqa: E402
 from common.records import object_with_fields  # noqa: E402
 from common.gen_descr import layer_features  # noqa: E402
 from common.reporting import confusion_matrix, safe_name  # noqa: E402

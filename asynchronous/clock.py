@@ -28,7 +28,7 @@ import itertools
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from common.experiment import imbalance_name
+from common.naming import imbalance_name
 from common.seeding import numpy_rng
 
 ASSIGNMENTS = ("DA", "RA")  # every worker one strategy / worker w the strategy w mod len(list)

@@ -35,9 +35,10 @@ from common import loop, storage
 from common import records as contract
 from common.errors import UserError
 from common.experiment import (
-    INITIAL_KINDS, RunContext, RunSettings, check_settings, ensure_initial_models, finished_records, imbalance_name,
+    INITIAL_KINDS, RunContext, RunSettings, check_settings, ensure_initial_models, finished_records,
     initial_label_positions, initial_model_path, load_acquired, settings_that_matter, subset,
 )
+from common.naming import imbalance_name
 from common.oracle import Oracle
 from common.seeding import torch_seed
 from common.strategies import STRATEGIES, AcquisitionOptions

@@ -8,7 +8,8 @@ from dataclasses import replace
 from asynchronous.clock import ASSIGNMENTS, LATENCY_MODES, SPLITS, TRAIN_TIME, Asynchrony
 from common.cli import non_negative_float, non_negative_int, positive_int
 from common.errors import UserError
-from common.experiment import ALL_TRAIN, Protocol, RunSettings
+from common.experiment import Protocol, RunSettings
+from common.methods import ALL_TRAIN
 from common.strategies import STRATEGIES
 
 EXECUTORS = ("local", "ray")

@@ -130,6 +130,3 @@ class DatasetSpec:
 
 
 DATASETS: Registry[DatasetSpec] = Registry("dataset")
-
-# Where datasets, runs and plots live unless the user says otherwise (git-ignored).
-LOCAL_DATA = Path(__file__).resolve().parent.parent / "local_data"

@@ -30,6 +30,8 @@ from common import storage
 from common.datasets import DATASETS, DatasetSpec, Split
 from common.errors import UserError
 from common.images import take
+from common.methods import ALL_TRAIN
+from common.naming import imbalance_name, protocol_variant, run_folder
 from common.oracle import Oracle
 from common.schedule import Schedule
 from common.seeding import numpy_rng, torch_global_seed, torch_seed
@@ -112,39 +114,6 @@ class RunContext:
     device: torch.device
     progress: bool = False
     log: Callable[[str], None] = field(default=print)
-
-
-def imbalance_name(imbalance: float) -> str:
-    """The imbalance ratio as folder and file names show it: the shortest text that reads back as the
-    same number, so distinct ratios never share a folder (100 -> "100", 10.0000001 -> "10.0000001")."""
-    text = repr(float(imbalance))
-    return text.removesuffix(".0")
-
-
-def protocol_variant(federation: str = "", asynchronous: str = "", minority_set: str = "", initial_labels: int = 0,
-                     ) -> str:
-    """How a protocol beyond imbalance and validation size is named in folders, records' setting keys and
-    plots: a chosen minority set ("min2-4-6"), a starting labelled set ("init500"), then "fed-<federation>",
-    "async-<asynchronous>"; "" for a central run with the dataset's minority classes and no starting set
-    (the one place of that naming)."""
-    parts = (minority_set, initial_labels and f"init{initial_labels}", federation and f"fed-{federation}",
-             asynchronous and f"async-{asynchronous}")
-    return "_".join(part for part in parts if part)
-
-
-def minority_set_name(classes: tuple[int, ...]) -> str:
-    """A user-chosen minority set in folder names: (2, 4, 6) -> "min2-4-6"."""
-    return "min" + "-".join(str(c) for c in classes)
-
-
-def protocol_name(imbalance: float, val_per_class: int, variant: str = "") -> str:
-    """`variant`: protocol_variant(...) of a federated or asynchronous protocol."""
-    return f"ir{imbalance_name(imbalance)}_val{val_per_class}" + (f"_{variant}" if variant else "")
-
-
-def run_folder(out: Path, dataset: str, imbalance: float, val_per_class: int, run: int, variant: str = "") -> Path:
-    """Runs of different protocols (imbalance, validation size, federation or asynchrony) live side by side."""
-    return out / dataset / protocol_name(imbalance, val_per_class, variant) / f"run{run}"
 
 
 def _plain(obj) -> dict:
@@ -479,8 +448,6 @@ def subset(split: Split, positions: np.ndarray) -> Split:
     return Split(images=take(split.images, positions), labels=split.labels[torch.from_numpy(positions)],
                  source=split.source)
 
-
-ALL_TRAIN = "all-train"  # reference method: the whole pool labelled, trained once
 
 
 def run_all_train(ctx: RunContext, settings: RunSettings) -> list[dict]:

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import numpy as np
 
+from common.methods import is_reference, reads_validation
+from common.naming import protocol_variant
 from common.records import check_queries, check_rounds, read_metrics, read_rounds
-from common.experiment import ALL_TRAIN, protocol_variant
-from common.strategies import STRATEGIES
 
 # the accuracies every metrics line holds, as plots and tables name them (the one list of them)
 METRICS = {"test_acc": "test accuracy", "minority_acc": "minority-class accuracy", "balanced_acc": "balanced accuracy"}
@@ -102,17 +102,11 @@ def uses_validation_labels(label: str) -> bool:
     return label.endswith("+trainval") or reads_validation(label)
 
 
-def reads_validation(label: str) -> bool:
-    """Whether a curve's acquisition reads validation labels (this project's FK methods, any variant)."""
-    method = label.removesuffix("+trainval")
-    return method in STRATEGIES and STRATEGIES.get(method).uses_validation_labels
-
-
 def is_baseline(label: str, validation_counted: bool) -> bool:
     """A curve FK is compared against: a method whose acquisition reads no validation labels. Training on
     the validation set (+trainval) makes it a baseline only when those labels are counted (else it got
     them free)."""
-    if label == ALL_TRAIN or reads_validation(label):
+    if is_reference(label) or reads_validation(label):
         return False
     return validation_counted or not label.endswith("+trainval")
 
@@ -208,7 +202,7 @@ def label_savings(
 
     rows = []
     for method, curve in curves.items():
-        if method == ALL_TRAIN:
+        if is_reference(method):
             continue
         labels = needed(method)
         vs_random = (_saving_text(labels, needed("random"), curves["random"].x[-1])
@@ -255,7 +249,7 @@ def standings(curves: dict[tuple[int, str], Curve], budget: int) -> list[Standin
     found = []
     for (val_per_class, label), curve in curves.items():
         within = np.flatnonzero((curve.x <= budget) & np.isfinite(curve.mean))
-        if label == ALL_TRAIN or not len(within):
+        if is_reference(label) or not len(within):
             continue
         i = within[-1]
         found.append(Standing(label, val_per_class, int(curve.x[i]), float(curve.mean[i]), float(curve.std[i]),

@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
-import torch
 
 from common.errors import UserError, describe_os_error
 
@@ -166,12 +165,16 @@ def load_arrays(path: Path, required: Sequence[str] = ()) -> dict[str, np.ndarra
 
 
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
+    import torch  # noqa: PLC0415  (only checkpoints need torch: the readers of results load none)
+
     with _replacing(path, ".pt") as tmp:
         torch.save(state, tmp)
 
 
 def load_checkpoint(path: Path, key: str | None = None) -> Any:
     """A checkpoint written by save_checkpoint, or its entry `key` (a missing key is corruption too)."""
+    import torch  # noqa: PLC0415
+
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:

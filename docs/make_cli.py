@@ -40,21 +40,22 @@ def render() -> str:
     return "\n".join(parts)
 
 
-def main_check() -> int:
-    """0 when TARGET holds what the parsers print now, else 1 (one line on stderr)."""
-    if not TARGET.exists() or TARGET.read_text() != render():
-        print(f"{TARGET} is stale: run .venv/bin/python docs/make_cli.py", file=sys.stderr)
+def check(target: Path) -> int:
+    """0 when `target` holds what the parsers print now, else 1 (one line on stderr)."""
+    if not target.exists() or target.read_text() != render():
+        print(f"{target} is stale: run .venv/bin/python docs/make_cli.py", file=sys.stderr)
         return 1
     return 0
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--check", action="store_true", help="only compare; exit 1 when docs/cli.md is stale")
+    parser.add_argument("--check", action="store_true", help="only compare; exit 1 when the file is stale")
+    parser.add_argument("--target", type=Path, default=TARGET, help="the file written or checked")
     args = parser.parse_args()
     if args.check:
-        return main_check()
-    TARGET.write_text(render())
+        return check(args.target)
+    args.target.write_text(render())
     return 0
 
 

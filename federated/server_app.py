@@ -41,8 +41,9 @@ from common import records as contract
 from common.errors import UserError
 from common.experiment import (
     INITIAL_KINDS, DatasetArrays, RunContext, RunSettings, check_settings, ensure_initial_models, finished_records,
-    imbalance_name, initial_model_path, load_acquired, metrics_record, prepare_run,
+    initial_model_path, load_acquired, metrics_record, prepare_run,
 )
+from common.naming import imbalance_name
 from common.seeding import numpy_rng
 from common.train import accuracy_report, predict_logits, resolve_device
 from federated import fk

@@ -19,7 +19,8 @@ import torch
 
 import datasets_available  # noqa: F401  (registers every dataset, also inside Flower's client processes)
 from common.datasets import DATASETS, DatasetSpec, Split
-from common.experiment import Protocol, draw_split, imbalance_name
+from common.experiment import Protocol, draw_split
+from common.naming import imbalance_name
 from common.images import take
 from common.partition import PartitionOptions, partition
 from common.schedule import Schedule

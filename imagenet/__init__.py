@@ -14,7 +14,8 @@ from pathlib import Path
 
 import torch
 
-from common.datasets import DATASETS, LOCAL_DATA, DatasetSpec, Split
+from common.datasets import DATASETS, DatasetSpec, Split
+from common.naming import LOCAL_DATA
 from common.errors import UserError
 from common.schedule import Schedule
 from imagenet.dali import DaliFolderImages, dali_available

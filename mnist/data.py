@@ -13,7 +13,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from common.datasets import LOCAL_DATA, Split
+from common.datasets import Split
+from common.naming import LOCAL_DATA
 from common.downloads import download_or_fail
 from common.errors import UserError
 

@@ -12,7 +12,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from common.datasets import LOCAL_DATA, Split
+from common.datasets import Split
+from common.naming import LOCAL_DATA
 from common.downloads import download_or_fail
 from common.errors import UserError
 

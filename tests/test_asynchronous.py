@@ -20,7 +20,8 @@ from asynchronous import clock
 from asynchronous.driver import InProcess, RayActors, run_asynchronous
 from asynchronous.experiment import assignments
 from asynchronous.shards import clustered_shards, random_shards
-from common.experiment import Protocol, prepare_run, protocol_name, protocol_variant
+from common.experiment import Protocol, prepare_run
+from common.naming import protocol_name, protocol_variant
 from common.oracle import LabelRequestError
 from common.records import METRICS_FIELDS, QUERIES_FIELDS, metrics_problem
 from conftest import FAST_FLAGS, assert_one_line_error, planned_asynchronous_run

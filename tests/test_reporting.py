@@ -13,9 +13,10 @@ import numpy as np
 import pytest
 
 from conftest import REPO_ROOT, assert_one_line_error
+from common.methods import ALL_TRAIN, READS_VALIDATION, base_method, is_reference
 from common.records import metrics_problem
 from common.reporting import (
-    ALL_TRAIN, Curve, Standing, aggregate, confusion_matrix, decide, decision_markdown, gap_in_std, is_baseline,
+    Curve, Standing, aggregate, confusion_matrix, decide, decision_markdown, gap_in_std, is_baseline,
     label_savings, labels_to_reach, load_records, method_label, safe_name, savings_markdown, setting_key, standings,
     uses_validation_labels,
 )
@@ -577,3 +578,29 @@ def test_chosen_minority_sets_are_separate_settings():
     chosen = {**default, "minority_classes": [2, 4, 6], "minority_set": "min2-4-6"}
     assert setting_key(default)[3] == "" and setting_key(chosen)[3] == "min2-4-6"
     assert len(aggregate([default, chosen], "test_acc")) == 2
+
+
+def test_the_method_facts_reports_use_agree_with_the_strategies():
+    """common.methods is what reports know without loading torch; the strategies are the truth."""
+    from common.strategies import STRATEGIES
+    from federated.strategies import CLIENT_METHODS
+
+    central = {name for name in STRATEGIES.names() if STRATEGIES.get(name).uses_validation_labels}
+    federated = {name for name in CLIENT_METHODS.names() if CLIENT_METHODS.get(name).server_merged}
+    assert central | federated == READS_VALIDATION
+    assert ALL_TRAIN not in STRATEGIES.names() and ALL_TRAIN not in CLIENT_METHODS.names()
+    assert base_method("fk-nn+trainval") == "fk-nn" and base_method("ksas+kcfu") == "ksas"
+    assert base_method("entropy+sync") == "entropy" and base_method("fk-nn-kfold") == "fk-nn-kfold"
+    assert is_reference(ALL_TRAIN) and is_reference(ALL_TRAIN + "+trainval") and not is_reference("random")
+
+
+def test_reports_load_neither_torch_nor_faiss_nor_matplotlib_to_start():
+    """run_plot.py --help answers at once: the readers of results import no model code."""
+    probe = ("import sys; sys.argv = ['run_plot.py']; import run_plot, common.reporting, common.methods; "
+             "print(sorted(m for m in ('torch', 'faiss', 'matplotlib') if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", probe], cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
+    helped = subprocess.run([sys.executable, "run_plot.py", "--help"], cwd=REPO_ROOT, capture_output=True, text=True,
+                            timeout=60)
+    assert helped.returncode == 0 and "usage: run_plot.py" in helped.stdout
