@@ -404,7 +404,10 @@ class AsyncRun:
                             f"to redo it")
 
     def _check_training(self, record: dict, training: clock.Training) -> None:
-        if (record["labelled"], record["base_version"]) != (training.labelled, training.base_version):
+        """A stored training must be the timeline's: its labelled count (the starting set included, which the
+        clock does not count) and the model version it started from."""
+        expected = (len(self.initial) + training.labelled, training.base_version)
+        if (record["labelled"], record["base_version"]) != expected:
             raise UserError(f"inconsistent results: training {training.number} in {self.folder / 'metrics.jsonl'} "
                             f"does not follow this run's timeline; delete the method folder to redo it")
 

@@ -77,6 +77,32 @@ def test_asynchronous_workers_start_from_a_model_trained_on_the_starting_set(tmp
     assert run_asynchronous(ctx, job, exp.options, lambda _actors: InProcess()) == records  # finished: checked
 
 
+def test_an_interrupted_asynchronous_run_with_a_starting_set_resumes_to_the_uninterrupted_one(tmp_path):
+    """Killed after its first training (a label arrived since): the resume replays the timeline, checks the stored
+    training against it (the starting set counted) and ends with the files of a run never interrupted."""
+    flags = [*TINY, "--methods", "entropy", "--async-workers", "2", "--query-batch", "5", "--trainings", "3",
+             "--initial-labels", "20"]
+    finished = []
+    for out in (tmp_path / "whole", tmp_path / "cut"):
+        ctx, job, exp = planned_asynchronous_run(out, *flags)
+        finished.append(run_asynchronous(ctx, job, exp.options, lambda _actors: InProcess()))
+    (folder,) = (tmp_path / "cut").glob("digits/ir10_val20_init20_async-*/run0/unsup0/entropy")
+    metrics = (folder / "metrics.jsonl").read_text().splitlines()
+    (folder / "metrics.jsonl").write_text(metrics[0] + "\n")
+    queries = (folder / "queries.jsonl").read_text().splitlines()
+    (folder / "queries.jsonl").write_text("\n".join(queries[:3]) + "\n")
+    for number in (1, 2):
+        (folder / f"model_{number:03d}.pt").unlink()
+        (folder / f"acquired_{number:03d}.npy").unlink()
+    resumed = run_asynchronous(ctx, job, exp.options, lambda _actors: InProcess())
+    timeless = [[{k: v for k, v in r.items() if not k.endswith("seconds")} for r in records]
+                for records in (finished[0], resumed)]
+    assert timeless[0] == timeless[1] and [r["labelled"] for r in resumed] == [30, 40, 50]
+    (whole,) = (tmp_path / "whole").glob("digits/ir10_val20_init20_async-*/run0/unsup0/entropy")
+    assert [line["indices"] for line in lines(folder / "queries.jsonl")] == [
+        line["indices"] for line in lines(whole / "queries.jsonl")]
+
+
 def test_federated_starting_sets_follow_the_clients_pool_sizes():
     parts = [np.arange(0, 60), np.arange(60, 90), np.arange(90, 100)]
     drawn = initial_client_labels(parts, 20, seed=1)
