@@ -16,7 +16,7 @@ published; the label budget is trainings x threshold.
 
 `simulate` runs the rules on a seeded clock: the annotator latency of request j of worker w is drawn
 from its own stream (uniform on the latency range), a training takes `train_time` simulated seconds
-per labelled image. Nothing here depends on what the models select, so the whole timeline, and with
+per image it trains on (the starting set included). Nothing here depends on what the models select, so the whole timeline, and with
 it every result, is the same for a seed whatever the order in which Ray finishes the work. Events at
 one instant are applied in a fixed order: publications, then arrivals (by worker), then training
 starts, then new requests (by worker).
@@ -203,8 +203,10 @@ class Coordinator:
 PUBLISH, ARRIVE, TRAIN, ASK = "publish", "arrive", "train", "ask"
 
 
-def simulate(timing: Asynchrony, shard_sizes: list[int], seed: int) -> Iterator[tuple[str, Query | Training, float]]:
-    """The run's events on the simulated clock, in order: (kind, query or training, simulated time)."""
+def simulate(timing: Asynchrony, shard_sizes: list[int], seed: int, initial_labels: int = 0,
+             ) -> Iterator[tuple[str, Query | Training, float]]:
+    """The run's events on the simulated clock, in order: (kind, query or training, simulated time). A training
+    lasts `timing.train_time` per image it trains on: the starting set's `initial_labels` and those that arrived."""
     coordinator = Coordinator(timing, shard_sizes, seed)
     queue: list[tuple[float, int, int, int, Query | Training]] = []  # (time, kind rank, worker/number, seq, item)
     sequence = itertools.count()
@@ -222,8 +224,8 @@ def simulate(timing: Asynchrony, shard_sizes: list[int], seed: int) -> Iterator[
         starting = coordinator.trainings_to_start(now)
         for training in starting:
             yield TRAIN, training, now
-            heapq.heappush(queue, (now + timing.train_time * training.labelled, 0, training.number, next(sequence),
-                                   training))
+            duration = timing.train_time * (initial_labels + training.labelled)
+            heapq.heappush(queue, (now + duration, 0, training.number, next(sequence), training))
         if starting:
             continue
         issued = coordinator.queries_to_issue(now)

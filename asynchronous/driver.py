@@ -377,7 +377,8 @@ class AsyncRun:
         """Replay the simulated timeline; what the files already hold is checked, not redone."""
         done = {(worker, line["query"]) for worker, _, line in arrived}
         results, summaries, arrivals = {}, {}, 0
-        for kind, item, now in clock.simulate(self.timing, [len(s) for s in shards], self.ctx.protocol.seed):
+        for kind, item, now in clock.simulate(self.timing, [len(s) for s in shards], self.ctx.protocol.seed,
+                                              len(self.initial)):
             if kind == clock.ASK:
                 if (item.worker, item.index) not in done:
                     results[item.worker, item.index] = self._ask(item)

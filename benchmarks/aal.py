@@ -127,7 +127,7 @@ def report(args: argparse.Namespace) -> str:
         f"trainings of 1000 / 500 / 250 labels; {args.epochs} epochs per training; seeded runs, mean ± std.", "",
         table, "", "## AAL's claim: asynchronous as accurate as synchronous", "", *claim_lines(averages), "",
         "## Query wait against the batch, from the clock alone (the same code the runs use)", "",
-        clock_table(pool - int(args.initial_labels)), "",
+        clock_table(pool - int(args.initial_labels), int(args.initial_labels)), "",
     ])
 
 

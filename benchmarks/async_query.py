@@ -115,8 +115,9 @@ def runs_table(args: argparse.Namespace) -> str:
     return "\n".join(lines)
 
 
-def clock_table(pool_size: int) -> str:
-    """Mean / p95 simulated query wait from the clock alone, for several batch sizes and server counts."""
+def clock_table(pool_size: int, initial_labels: int = 0) -> str:
+    """Mean / p95 simulated query wait from the clock alone, for several batch sizes and server counts; the
+    `pool_size` images are shared by the workers, the starting set's `initial_labels` only lengthen trainings."""
     lines = ["| query batch (threshold) | async 1 server | async 2 servers | async 4 servers | sync |",
              "|---|---|---|---|---|"]
     for batch in (25, 50, 100, 250):
@@ -125,7 +126,8 @@ def clock_table(pool_size: int) -> str:
             timing = clock.Asynchrony(workers=WORKERS, servers=servers, query_batch=batch, threshold=batch * WORKERS,
                                       trainings=TRAININGS, sync=sync, latency=LATENCY)
             waits = [item.issued - item.ready + item.latency
-                     for kind, item, _ in clock.simulate(timing, [pool_size // WORKERS] * WORKERS, seed=0)
+                     for kind, item, _ in clock.simulate(timing, [pool_size // WORKERS] * WORKERS, seed=0,
+                                                                initial_labels=initial_labels)
                      if kind == clock.ASK]
             cells.append(f"{np.mean(waits):.0f} / {np.percentile(waits, 95):.0f} s")
         lines.append(f"| {batch} ({batch * WORKERS}) | " + " | ".join(cells) + " |")

@@ -109,6 +109,17 @@ def events(timing: clock.Asynchrony, sizes: list[int], seed: int = 0) -> list[tu
     return list(clock.simulate(timing, sizes, seed))
 
 
+def test_clock_trainings_last_as_long_as_their_training_set_the_starting_set_included():
+    timing = clock.Asynchrony(workers=2, servers=1, query_batch=5, threshold=10, trainings=2, latency=(0.0, 60.0),
+                              train_time=0.5)
+    for initial in (0, 1000):
+        timeline = list(clock.simulate(timing, [50, 50], seed=0, initial_labels=initial))
+        started = {item.number: (now, item.labelled) for kind, item, now in timeline if kind == clock.TRAIN}
+        published = {item.number: now for kind, item, now in timeline if kind == clock.PUBLISH}
+        for number, (start, labelled) in started.items():
+            assert published[number] - start == pytest.approx(0.5 * (initial + labelled))
+
+
 def test_clock_async_workers_ask_once_per_model_version_and_versions_increase():
     """AAL: after its labels arrive a worker waits for a model newer than the one it used, so no worker
     makes two requests with one model version (the initial model included)."""
