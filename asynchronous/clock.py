@@ -16,8 +16,8 @@ published; the label budget is trainings x threshold.
 
 `simulate` runs the rules on a seeded clock: the annotator latency of request j of worker w is drawn
 from its own stream (uniform on the latency range), a training takes `train_time` simulated seconds
-per image it trains on (the starting set included). Nothing here depends on what the models select, so the whole timeline, and with
-it every result, is the same for a seed whatever the order in which Ray finishes the work. Events at
+per image it trains on (the starting set included). Nothing here depends on what the models select, so
+the whole timeline, and with it every result, is the same for a seed whatever the order in which Ray finishes the work. Events at
 one instant are applied in a fixed order: publications, then arrivals (by worker), then training
 starts, then new requests (by worker).
 """
