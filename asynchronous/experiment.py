@@ -32,7 +32,7 @@ def latency_range(text: str) -> tuple[float, float]:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group(
-        "asynchronous label querying (--async-workers 1 or more; README: Asynchronous label querying (AAL))")
+        "asynchronous label querying (--async-workers 1 or more; docs/asynchronous.md)")
     group.add_argument("--async-workers", type=non_negative_int, default=0,
                        help="workers querying labels asynchronously, each from its own shard of the pool; "
                             "1 or more switches the asynchronous mode on (Ray actors)")

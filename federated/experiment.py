@@ -18,7 +18,7 @@ FLAGS = ("partition", "alpha", "classes_per_client", "min_client_size", "rounds"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("federated active learning (--clients > 1; README: Federated active learning)")
+    group = parser.add_argument_group("federated active learning (--clients > 1; docs/federated.md)")
     group.add_argument("--clients", type=positive_int, default=1,
                        help="clients holding the pool; more than 1 runs federated AL in Flower's simulation")
     group.add_argument("--partition", choices=PARTITIONS.names(), default="dirichlet",

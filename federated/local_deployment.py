@@ -7,7 +7,7 @@ The run.py flags are checked (and the runs planned) before any daemon starts, th
 to be free, and a run that fails on the server exits non-zero with the run's own one-line error; the
 daemons' logs of a failed deployment are kept (their folder is named).
 
-On a network, start the same processes on their machines instead (README "Federated deployment").
+On a network, start the same processes on their machines instead (docs/federated.md, "Federated deployment").
 """
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""User errors end with one line on stderr, a non-zero exit and no traceback (README: Running experiments), and leave
+"""User errors end with one line on stderr, a non-zero exit and no traceback (docs/usage.md: Mistakes, interrupts and resumes), and leave
 finished results intact.
 
 A few cases run `python run.py` as a real subprocess; the rest run run.py's __main__ in-process

@@ -6,7 +6,7 @@ tries to make unlabelled latents look labelled. The images the discriminator sco
 "labelled" are acquired. The task model is trained by the same loop as every other method
 (warm start, same schedule), so the comparison is like-for-like.
 
-Hyper-parameters (VAAL paper defaults where they carry over; documented in the README):
+Hyper-parameters (VAAL paper defaults where they carry over; documented in docs/usage.md):
 latent 32, beta 1 (KL weight), adversarial weight 1, Adam lr 5e-4 for both networks, batch 64
 labelled + 64 unlabelled. A fresh, seeded VAE and discriminator are trained for
 --vaal-steps steps (default 300) at every acquisition, so the cost is fixed whatever the pool.
