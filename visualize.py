@@ -32,6 +32,7 @@ from common.cli import (  # noqa: E402
 from common.datasets import DATASETS, DatasetSpec, Split  # noqa: E402
 from common.errors import UserError  # noqa: E402
 from common.experiment import build_models  # noqa: E402
+from common.methods import is_reference  # noqa: E402
 from common.naming import LOCAL_DATA, protocol_name, run_folder  # noqa: E402
 from common.records import object_with_fields  # noqa: E402
 from common.gen_descr import layer_features  # noqa: E402
@@ -70,7 +71,7 @@ def choose(run_dir: Path, unsupervised: int, methods: list[str] | None, iteratio
     base = run_dir / f"unsup{unsupervised}"
     if not base.is_dir():
         raise UserError(f"no results in {base}; check --imbalance/--val-per-class/--run/--unsupervised")
-    found = sorted(p.name for p in base.iterdir() if p.is_dir() and kept_iterations(p) and p.name != "all-train")
+    found = sorted(p.name for p in base.iterdir() if p.is_dir() and kept_iterations(p) and not is_reference(p.name))
     methods = methods or found
     missing = [m for m in methods if m not in found]
     if missing:

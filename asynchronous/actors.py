@@ -17,7 +17,8 @@ import torch
 import datasets_available  # noqa: F401  (registers every dataset, also inside Ray's worker processes)
 from common import loop, storage
 from common.datasets import DATASETS, Split
-from common.experiment import RunContext, RunSettings, check_settings, run_record
+from common.experiment import RunContext, RunSettings, run_record, settings_defaults
+from common.method_run import check_settings
 from common.images import take
 from common.oracle import LabelRequestError, Oracle
 from common.schedule import Schedule
@@ -53,7 +54,7 @@ class LabelStore:
         self.ctx, self.folder, self.settings, self.fields = ctx, folder, settings, fields
         self.validation_labels = validation_labels
         storage.remove_stale_temporaries(folder)
-        check_settings(folder, settings_json)
+        check_settings(folder, settings_json, later_defaults=settings_defaults())
         if not (folder / "shards.npz").exists():
             storage.save_arrays(folder / "shards.npz",
                                 **{f"worker{w}": ctx.split.pool_indices[shard] for w, shard in enumerate(shards)})
@@ -127,7 +128,7 @@ class LabelStore:
         new = self.oracle.labelled[self.arrived_labels[earlier]: self.arrived_labels[requests]]
         loop.save_acquired(self.folder, number - 1, self.ctx.split.pool_indices[new])
         acquire_seconds = sum(self.wall_seconds[earlier:requests])
-        record = {**run_record(self.ctx, self.settings, number - 1, self.arrived_labels[requests],
+        record = {**run_record(self.ctx, self.settings.recorded(), number - 1, self.arrived_labels[requests],
                                self.validation_labels, summary["report"], acquire_seconds, summary["train_seconds"]),
                   **self.fields, **training}
         spec = self.ctx.spec

@@ -35,10 +35,11 @@ from common import loop, storage
 from common import records as contract
 from common.errors import UserError
 from common.experiment import (
-    INITIAL_KINDS, RunContext, RunSettings, check_settings, ensure_initial_models, finished_records,
-    initial_label_positions, initial_model_path, load_acquired, settings_that_matter, subset,
+    INITIAL_KINDS, RunContext, RunSettings, ensure_initial_models, initial_label_positions, initial_model_path,
+    load_acquired, method_run, settings_that_matter, subset,
 )
-from common.naming import imbalance_name
+from common.method_run import MethodRun, finished_records
+from common.naming import run_label
 from common.oracle import Oracle
 from common.seeding import torch_seed
 from common.strategies import STRATEGIES, AcquisitionOptions
@@ -60,9 +61,8 @@ class AsyncJob:
 
     @property
     def label(self) -> str:
-        """The method folder: the method, "+trainval", "+sync" (common.reporting.method_label reads it back)."""
-        return (self.settings.method + ("+trainval" if self.settings.train_on_validation else "")
-                + ("+sync" if self.timing.sync else ""))
+        """The method run's folder and curve name (common.naming.run_label)."""
+        return run_label(self.settings.method, self.settings.train_on_validation, sync=self.timing.sync)
 
     def settings_json(self) -> dict:
         """What changes the run's results beyond its protocol folder (settings.json, checked on resume)."""
@@ -186,28 +186,24 @@ def run_asynchronous(ctx: RunContext, job: AsyncJob, options: AcquisitionOptions
                      ) -> list[dict]:
     """Run (or resume) one asynchronous run; returns its metrics records, one per training. A run another
     process is working on is skipped. `backend_for(actors)` gives InProcess() or RayActors."""
-    folder = method_folder(ctx, job)
-    with storage.exclusive(folder) as mine:
-        if not mine:
-            ctx.log(f"[{ctx.spec.name} run{ctx.run}] {folder} is being run by another process; skipped")
-            return finished_records(folder)
-        return AsyncRun(ctx, job, options, folder).run(backend_for)
+    run = method_run(ctx, method_folder(ctx, job), job.settings_json(), job.label, job.settings.unsupervised,
+                     write_settings=False)  # the label store writes settings.json
+    return run.resume(lambda records: AsyncRun(ctx, job, options, run).run(backend_for, records))
 
 
 class AsyncRun:
     """One run's state on the driver: its files checked, its actors, the models published so far."""
 
-    def __init__(self, ctx: RunContext, job: AsyncJob, options: AcquisitionOptions, folder: Path) -> None:
-        self.ctx, self.job, self.options, self.folder = ctx, job, options, folder
+    def __init__(self, ctx: RunContext, job: AsyncJob, options: AcquisitionOptions, method_run: MethodRun) -> None:
+        self.ctx, self.job, self.options, self.method_run = ctx, job, options, method_run
+        self.folder = method_run.folder
         self.timing, self.spec = job.timing, ctx.spec
         self.waits: list[float] = []
         # the starting labelled set (--initial-labels): labelled before any request, in no worker's shard
         self.initial = initial_label_positions(len(ctx.pool), ctx.protocol.initial_labels, ctx.protocol.seed)
 
-    def run(self, backend_for: Callable[[int], object]) -> list[dict]:
+    def run(self, backend_for: Callable[[int], object], records: list[dict]) -> list[dict]:
         job, ctx = self.job, self.ctx
-        check_settings(self.folder, job.settings_json(), write=False)
-        records = finished_records(self.folder)
         if len(records) >= self.timing.trainings:  # finished: its files are checked all the same
             self._arrived(self._stored_shards(), records)
             return records[: self.timing.trainings]
@@ -365,12 +361,8 @@ class AsyncRun:
                   "queries": training.queries}
         call = self.backend.call(self.store, "record_training", fields, summary, self.weights[training.number])
         record = self.backend.get(call, f"training {training.number}")
-        ctx = self.ctx
-        self.ctx.log(
-            f"[{self.spec.name} ir{imbalance_name(ctx.protocol.imbalance)} async-{self.timing.name()} {self.job.label} "
-            f"run{ctx.run}] v{training.number} server={training.server} labelled={record['labelled']} "
-            f"acc={record['test_acc']:.4f} minority={record['minority_acc']:.4f} clock={now:.0f}s "
-            f"mean wait={np.mean(self.waits) if self.waits else 0.0:.1f}s train={record['train_seconds']:.1f}s")
+        self.method_run.log_step(f"v{training.number} server={training.server}", record,
+                                 f" clock={now:.0f}s mean wait={np.mean(self.waits) if self.waits else 0.0:.1f}s")
 
     # ------------------------------------------------------------------ clocks
     def _simulated(self, shards, arrived, records) -> None:

@@ -13,7 +13,6 @@ Layout under <out>/<dataset>/ir<IR>_val<V>/run<R>/  (V: validation images per cl
 from __future__ import annotations
 
 import json
-import shutil
 import time
 from collections.abc import Callable, Container
 from dataclasses import MISSING, asdict, dataclass, field, fields
@@ -30,8 +29,9 @@ from common import storage
 from common.datasets import DATASETS, DatasetSpec, Split
 from common.errors import UserError
 from common.images import take
-from common.methods import ALL_TRAIN
-from common.naming import imbalance_name, protocol_variant, run_folder
+from common.method_run import MethodRun
+from common.methods import ALL_TRAIN, is_reference
+from common.naming import protocol_variant, run_folder, run_label, run_prefix
 from common.oracle import Oracle
 from common.schedule import Schedule
 from common.seeding import numpy_rng, torch_global_seed, torch_seed
@@ -81,6 +81,20 @@ class RunSettings:
     train_on_validation: bool = False  # like-for-like baseline: every method also trains on the validation set
     vaal_steps: int = 300
     val_folds: int = 5  # fk-nn-split / fk-nn-kfold: validation folds, one held out of training
+
+    def recorded(self) -> "RecordedSettings":
+        return RecordedSettings(self.method, self.unsupervised, self.budget, self.ensemble, self.train_on_validation)
+
+
+@dataclass(frozen=True)
+class RecordedSettings:
+    """What every metrics record says about its method's settings, in every mode (run_record)."""
+
+    method: str
+    unsupervised: int
+    budget: int
+    ensemble: int = 1
+    train_on_validation: bool = False
 
 
 @dataclass
@@ -260,55 +274,52 @@ def _load_problem(error: Exception, limit: int = 200) -> str:
 
 
 def method_folder(ctx: RunContext, settings: RunSettings) -> Path:
-    variant = "+trainval" if settings.train_on_validation else ""
-    return ctx.folder / f"unsup{settings.unsupervised}" / f"{settings.method}{variant}"
+    return ctx.folder / f"unsup{settings.unsupervised}" / run_label(settings.method, settings.train_on_validation)
+
+
+def central_method_run(ctx: RunContext, settings: RunSettings) -> MethodRun:
+    """The run folder of a central method (active learning or the all-train reference)."""
+    return method_run(ctx, method_folder(ctx, settings), settings_that_matter(settings),
+                      run_label(settings.method, settings.train_on_validation), settings.unsupervised)
 
 
 # RunSettings fields that change every method's results; a strategy adds those it reads (Strategy.run_settings).
 # The iteration count is not one: iteration b's results do not depend on it, so a finished run can be extended.
 SHARED_SETTINGS = ("method", "unsupervised", "budget", "schedule", "ensemble", "train_on_validation")
-ALL_TRAIN_SETTINGS = ("method", "unsupervised", "schedule", "ensemble", "train_on_validation")
+REFERENCE_SETTINGS = ("method", "unsupervised", "schedule", "ensemble", "train_on_validation")
 
 
 def settings_that_matter(settings: RunSettings) -> dict:
     """The settings that affect this method's results (JSON form): stored in settings.json and compared
     on resume, so a flag the method ignores (say --mc-samples for random) never blocks a finished run."""
-    if settings.method == ALL_TRAIN:
-        names = ALL_TRAIN_SETTINGS
+    if is_reference(settings.method):
+        names = REFERENCE_SETTINGS
     else:
         names = SHARED_SETTINGS + STRATEGIES.get(settings.method).run_settings
     plain = _plain(settings)
     return {name: plain[name] for name in names}
 
 
-def check_settings(folder: Path, current: dict, write: bool = True) -> None:
-    """Refuse to continue a run with other settings (`current`: JSON form of those that matter); a run
-    with no finished iteration restarts (its settings.json is written, unless not `write`: an asynchronous
-    driver checks, its label store writes)."""
-    path = folder / "settings.json"
-    if path.exists() and finished_records(folder):
-        # settings added in later versions count as their defaults in older runs
-        stored = {**_defaults_of_later_fields(RunSettings),
-                  **storage.read_json(path, contract.object_with_fields({"method"}))}
-        changed = sorted(k for k in current if stored.get(k) != current[k])
-        if changed:
-            raise UserError(f"{folder} was started with other settings ({', '.join(changed)}); use another --out")
-    elif write:
-        storage.write_json(path, current)
+def method_run(ctx: RunContext, folder: Path, settings: dict, label: str, unsupervised: int,
+               write_settings: bool = True) -> MethodRun:
+    """The run folder `folder` of a method of this run (any mode): `settings` its settings that matter (JSON form),
+    `label` its method label; settings added in later versions compare at their RunSettings defaults."""
+    protocol = ctx.protocol
+    return MethodRun(folder=folder, settings=settings, log=ctx.log, write_settings=write_settings,
+                     prefix=run_prefix(ctx.spec.name, protocol.imbalance, protocol.variant, unsupervised, label, ctx.run),
+                     later_defaults=settings_defaults())
+
+
+def settings_defaults() -> dict:
+    """RunSettings fields added in later versions, at their defaults: older settings.json files compare as if
+    they held them."""
+    return _defaults_of_later_fields(RunSettings)
 
 
 def _defaults_of_later_fields(kind: type) -> dict:
     """A settings dataclass's fields that have defaults, at those defaults (JSON form): files written
     before a field existed compare as if they held its default."""
     return json.loads(json.dumps({f.name: f.default for f in fields(kind) if f.default is not MISSING}))
-
-
-def finished_records(folder: Path) -> list[dict]:
-    records = contract.read_metrics(folder / "metrics.jsonl")
-    iterations = [r["iteration"] for r in records]
-    if iterations != list(range(len(records))):
-        raise UserError(f"{folder / 'metrics.jsonl'} is out of order ({iterations}); fix or delete it")
-    return records
 
 
 def initial_label_positions(pool_size: int, count: int, seed: int) -> np.ndarray:
@@ -359,23 +370,16 @@ def run_active_learning(
     if their iteration is in `keep_checkpoints` (visualize.py reads them). A run another
     process is working on is skipped.
     """
-    folder = method_folder(ctx, settings)
-    with storage.exclusive(folder) as mine:
-        if not mine:
-            ctx.log(f"[{ctx.spec.name} run{ctx.run}] {folder} is being run by another process; skipped")
-            return finished_records(folder)
-        return _run_active_learning(ctx, settings, options, keep_checkpoints, folder)
+    run = central_method_run(ctx, settings)
+    return run.resume(lambda records: _run_active_learning(ctx, settings, options, keep_checkpoints, run, records))
 
 
 def _run_active_learning(
-    ctx: RunContext, settings: RunSettings, options: AcquisitionOptions, keep_checkpoints: Container[int], folder: Path
+    ctx: RunContext, settings: RunSettings, options: AcquisitionOptions, keep_checkpoints: Container[int],
+    run: MethodRun, records: list[dict],
 ) -> list[dict]:
-    spec, seed = ctx.spec, ctx.protocol.seed
+    spec, seed, folder = ctx.spec, ctx.protocol.seed, run.folder
     strategy = STRATEGIES.get(settings.method)
-    storage.remove_stale_temporaries(folder)
-    shutil.rmtree(folder / "scratch", ignore_errors=True)  # a killed acquisition's descriptor memmaps
-    check_settings(folder, settings_that_matter(settings))
-    records = finished_records(folder)
     start = len(records)
     if start >= settings.iterations:
         return records[: settings.iterations]
@@ -416,15 +420,11 @@ def _run_active_learning(
         train_seconds = loop.fit(models, images, labels, settings.schedule, spec.normalise, member_seeds, ctx.device,
                                  ctx.progress, description=f"train b={iteration}")
         validation_labels = len(ctx.validation) if strategy.uses_validation_labels or settings.train_on_validation else 0
-        record = {**metrics_record(ctx, settings, iteration, len(oracle.labelled), validation_labels, models, acquire_seconds,
+        record = {**metrics_record(ctx, settings.recorded(), iteration, len(oracle.labelled), validation_labels, models, acquire_seconds,
                             train_seconds), **state.notes}
         loop.save_iteration(folder, iteration, models, record, keep_checkpoints)
         records.append(record)
-        ctx.log(
-            f"[{spec.name} ir{imbalance_name(ctx.protocol.imbalance)} u{settings.unsupervised} {settings.method} "
-            f"run{ctx.run}] b={iteration} labelled={len(oracle.labelled)} acc={record['test_acc']:.4f} "
-            f"minority={record['minority_acc']:.4f} acquire={acquire_seconds:.1f}s train={train_seconds:.1f}s"
-        )
+        run.log_step(f"b={iteration}", record)
     return records
 
 
@@ -452,18 +452,11 @@ def subset(split: Split, positions: np.ndarray) -> Split:
 
 def run_all_train(ctx: RunContext, settings: RunSettings) -> list[dict]:
     """Train on every pool image with its label (the "all-train" reference line of the plots)."""
-    folder = method_folder(ctx, settings)
-    with storage.exclusive(folder) as mine:
-        if not mine:
-            ctx.log(f"[{ctx.spec.name} run{ctx.run}] {folder} is being run by another process; skipped")
-            return finished_records(folder)
-        return _run_all_train(ctx, settings, folder)
+    run = central_method_run(ctx, settings)
+    return run.resume(lambda records: _run_all_train(ctx, settings, run, records))
 
 
-def _run_all_train(ctx: RunContext, settings: RunSettings, folder: Path) -> list[dict]:
-    storage.remove_stale_temporaries(folder)
-    check_settings(folder, settings_that_matter(settings))
-    records = finished_records(folder)
+def _run_all_train(ctx: RunContext, settings: RunSettings, run: MethodRun, records: list[dict]) -> list[dict]:
     if records:
         return records
     kind = INITIAL_KINDS[settings.unsupervised]
@@ -477,10 +470,9 @@ def _run_all_train(ctx: RunContext, settings: RunSettings, folder: Path) -> list
     train_seconds = loop.fit(models, images, labels, settings.schedule, ctx.spec.normalise, member_seeds, ctx.device,
                              ctx.progress, description=ALL_TRAIN)
     validation_labels = len(ctx.validation) if settings.train_on_validation else 0
-    record = metrics_record(ctx, settings, 0, len(ctx.pool), validation_labels, models, 0.0, train_seconds)
-    loop.save_iteration(folder, 0, models, record)
-    ctx.log(f"[{ctx.spec.name} ir{imbalance_name(ctx.protocol.imbalance)} {ALL_TRAIN} run{ctx.run}] labelled={len(ctx.pool)} "
-            f"acc={record['test_acc']:.4f} minority={record['minority_acc']:.4f} train={train_seconds:.1f}s")
+    record = metrics_record(ctx, settings.recorded(), 0, len(ctx.pool), validation_labels, models, 0.0, train_seconds)
+    loop.save_iteration(run.folder, 0, models, record)
+    run.log_step("trained once", record)
     return [record]
 
 
@@ -505,13 +497,13 @@ def run_central_job(job: CentralJob, data: DatasetArrays | None = None, log: Cal
     spec = DATASETS.get(job.dataset)
     data = data or dataset_arrays(job.dataset, job.data_root)
     ctx = prepare_run(spec, data, job.protocol, job.run, job.out, job.options.device, job.options.progress, log)
-    if job.settings.method == ALL_TRAIN:
+    if is_reference(job.settings.method):
         return run_all_train(ctx, job.settings)
     return run_active_learning(ctx, job.settings, job.options, job.keep_checkpoints)
 
 
 def metrics_record(
-    ctx: RunContext, settings: RunSettings, iteration: int, labelled: int, validation_labels: int,
+    ctx: RunContext, settings: RecordedSettings, iteration: int, labelled: int, validation_labels: int,
     models: list[nn.Module], acquire_seconds: float, train_seconds: float,
 ) -> dict:
     report = loop.evaluate(models, ctx.test, ctx.spec.normalise, ctx.device, ctx.spec.num_classes,
@@ -520,7 +512,7 @@ def metrics_record(
 
 
 def run_record(
-    ctx: RunContext, settings: RunSettings, iteration: int, labelled: int, validation_labels: int, report: dict,
+    ctx: RunContext, settings: RecordedSettings, iteration: int, labelled: int, validation_labels: int, report: dict,
     acquire_seconds: float, train_seconds: float,
 ) -> dict:
     """A metrics.jsonl line from a test `report` (loop.evaluate) measured elsewhere (an asynchronous server)."""

@@ -41,3 +41,18 @@ def protocol_name(imbalance: float, val_per_class: int, variant: str = "") -> st
 def run_folder(out: Path, dataset: str, imbalance: float, val_per_class: int, run: int, variant: str = "") -> Path:
     """Runs of different protocols (imbalance, validation size, federation or asynchrony) live side by side."""
     return out / dataset / protocol_name(imbalance, val_per_class, variant) / f"run{run}"
+
+
+def run_prefix(dataset: str, imbalance: float, variant: str, unsupervised: int, label: str, run: int) -> str:
+    """How every log line of one method's run starts: "[digits ir10 u0 fk-nn run0]", with the protocol
+    variant when there is one ("[digits ir10 fed-c3-... u0 fk-nn run0]")."""
+    parts = [dataset, f"ir{imbalance_name(imbalance)}", variant, f"u{unsupervised}", label, f"run{run}"]
+    return "[" + " ".join(part for part in parts if part) + "]"
+
+
+def run_label(method: str, train_on_validation: bool = False, local_loss: str = "ce", sync: bool = False) -> str:
+    """A method run's folder name and curve name: the method, then "+trainval" (it also trained on the
+    validation set), "+kcfu" (federated clients trained with KCFU), "+sync" (asynchronous workers queried in
+    synchronous rounds). The one place of this naming; reports rebuild it from the records' fields."""
+    return (method + ("+trainval" if train_on_validation else "") + ("+kcfu" if local_loss == "kcfu" else "")
+            + ("+sync" if sync else ""))

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from common.methods import is_reference, reads_validation
-from common.naming import protocol_variant
+from common.naming import protocol_variant, run_label
 from common.records import check_queries, check_rounds, read_metrics, read_rounds
 
 # the accuracies every metrics line holds, as plots and tables name them (the one list of them)
@@ -83,8 +83,8 @@ def round_curves(lines: list[dict]) -> dict[tuple, Curve]:
 def method_label(record: dict) -> str:
     """The curve a record belongs to: its method, marked when it also trained on validation, (federated)
     trained its clients with KCFU, or (asynchronous) queried in synchronous rounds."""
-    return (record["method"] + ("+trainval" if record.get("train_on_validation") else "")
-            + ("+kcfu" if record.get("local_loss") == "kcfu" else "") + ("+sync" if record.get("sync") else ""))
+    return run_label(record["method"], bool(record.get("train_on_validation")), record.get("local_loss", "ce"),
+                     bool(record.get("sync")))
 
 
 def setting_key(record: dict) -> tuple:

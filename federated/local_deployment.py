@@ -173,17 +173,17 @@ def deploy(run_args: str, clients: int, workdir: Path, timeout: float = 1800) ->
 def check_run(run_args: str) -> int:
     """Parse and plan the run.py command line as run.py would (a mistake is run.py's one-line error, exit 2,
     before any daemon starts); returns its client count."""
-    import run  # noqa: PLC0415  (run.py's own parser and planning)
+    import planning  # noqa: PLC0415  (run.py's own parser and planning)
     from common.errors import UserError  # noqa: PLC0415
 
-    args = run.get_args_parser().parse_args(shlex.split(run_args))
-    if args.clients < 2:
+    command = planning.parse(shlex.split(run_args))
+    if not command.federated.enabled:
         raise DeploymentError("--args must run federated: give --clients 2 or more")
     try:
-        run.federated_jobs(args, run.experiment(args))
+        planning.federated_jobs(command, planning.experiment(command))
     except UserError as error:
         raise DeploymentError(str(error)) from None
-    return args.clients
+    return command.federated.clients
 
 
 def main() -> None:

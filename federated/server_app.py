@@ -40,10 +40,10 @@ from common import loop, storage
 from common import records as contract
 from common.errors import UserError
 from common.experiment import (
-    INITIAL_KINDS, DatasetArrays, RunContext, RunSettings, check_settings, ensure_initial_models, finished_records,
-    initial_model_path, load_acquired, metrics_record, prepare_run,
+    INITIAL_KINDS, DatasetArrays, RecordedSettings, RunContext, ensure_initial_models, initial_model_path,
+    load_acquired, method_run, metrics_record, prepare_run,
 )
-from common.naming import imbalance_name
+from common.method_run import MethodRun, finished_records
 from common.seeding import numpy_rng
 from common.train import accuracy_report, predict_logits, resolve_device
 from federated import fk
@@ -99,10 +99,6 @@ def untrained_note(test_loss: float, num_classes: int) -> str:
             f"--local-epochs")
 
 
-def method_label(job: Job) -> str:
-    return job.method + ("+kcfu" if job.federation.local_loss == "kcfu" else "")
-
-
 def settings_that_matter(job: Job) -> dict:
     """What changes a federated method's results beyond its protocol folder (compared on resume)."""
     settings = {"method": job.method, "unsupervised": job.unsupervised, "budget": job.budget,
@@ -145,7 +141,9 @@ class FederatedRun:
         self.local = np.empty(len(self.ctx.pool), dtype=np.int64)  # pool position -> the client's local id
         for client, positions in enumerate(self.parts):
             self.owner[positions], self.local[positions] = client, np.arange(len(positions))
-        self.folder = self.ctx.folder / f"unsup{job.unsupervised}" / method_label(job)
+        self.method_run: MethodRun = method_run(self.ctx, job.method_folder(out), settings_that_matter(job), job.label,
+                                                job.unsupervised)
+        self.folder = self.method_run.folder
         self.initial = initial_client_labels(self.parts, job.protocol.initial_labels, job.protocol.seed)
         initial_positions = np.concatenate([part[ids] for part, ids in zip(self.parts, self.initial)])
         self.initial_positions = np.sort(initial_positions).astype(np.int64)
@@ -153,11 +151,7 @@ class FederatedRun:
         self.checked_before = grid.audit.checked if grid is not None else 0  # replies that passed the audit
         self.model = self.spec.model(self.spec.num_classes, False)
         self.model_bytes = sum(t.numel() * t.element_size() for t in self.model.state_dict().values())
-        self.settings = RunSettings(
-            method=job.method, unsupervised=job.unsupervised, iterations=job.cycles, budget=job.budget,
-            schedule=job.local_schedule, ensemble=1, mc_samples=0, descriptor_layers=job.descriptor_layers,
-            top_k=job.top_k,
-        )
+        self.recorded = RecordedSettings(method=job.method, unsupervised=job.unsupervised, budget=job.budget)
 
     # ------------------------------------------------------------------ the run
     def finished_and_checked(self) -> list[dict] | None:
@@ -166,22 +160,15 @@ class FederatedRun:
         records = finished_records(self.folder)
         if len(records) < self.job.cycles:
             return None
-        check_settings(self.folder, settings_that_matter(self.job), write=False)
+        self.method_run.check_settings()
         self._checked_files(records)
         return records[: self.job.cycles]
 
     def run(self) -> list[dict]:
-        with storage.exclusive(self.folder) as mine:
-            if not mine:
-                self.log(f"{self.folder} is being run by another process; skipped")
-                return finished_records(self.folder)
-            storage.remove_stale_temporaries(self.folder)
-            check_settings(self.folder, settings_that_matter(self.job))
-            return self._run()
+        return self.method_run.resume(self._run)
 
-    def _run(self) -> list[dict]:
+    def _run(self, records: list[dict]) -> list[dict]:
         job = self.job
-        records = finished_records(self.folder)
         start = min(len(records), job.cycles)
         acquired = self._checked_files(records)  # a finished run's files are checked too, every time
         if start >= job.cycles:
@@ -228,11 +215,7 @@ class FederatedRun:
             (self.folder / f"model_{cycle - 1:03d}.pt").unlink(missing_ok=True)
         absent = "".join(f" missing: {what} {clients}" for what, clients in
                          [("query", missing)] + [(f"round {r}", c) for r, c in sorted(round_missing.items())] if clients)
-        self.log(f"[{self.spec.name} ir{imbalance_name(ctx.protocol.imbalance)} {job.federation.name()} "
-                 f"{method_label(job)} run{ctx.run}] cycle={cycle} labelled={record['labelled']} "
-                 f"acc={record['test_acc']:.4f} minority={record['minority_acc']:.4f} "
-                 f"acquire={acquire_seconds:.1f}s train={train_seconds:.1f}s{absent}"
-                 f"{untrained_note(test_loss, self.spec.num_classes)}")
+        self.method_run.log_step(f"cycle={cycle}", record, absent + untrained_note(test_loss, self.spec.num_classes))
         return record
 
     # ------------------------------------------------------------------ files
@@ -416,7 +399,7 @@ class FederatedRun:
     def _record(self, cycle, labelled, missing, acquire_seconds, train_seconds, query_bytes) -> dict:
         federation = self.job.federation
         uses_validation = self.method.server_merged
-        record = metrics_record(self.ctx, self.settings, cycle, sum(map(len, labelled)),
+        record = metrics_record(self.ctx, self.recorded, cycle, sum(map(len, labelled)),
                                 len(self.ctx.validation) if uses_validation else 0, [self.model],
                                 acquire_seconds, train_seconds)
         return {**record, "clients": federation.clients, "partition": federation.partition, "alpha": federation.alpha,

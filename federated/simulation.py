@@ -107,10 +107,6 @@ def unfinished(jobs: list[Job], out: Path, log: Callable[[str], None]) -> list[J
 
 
 def _finished(job: Job, out: Path) -> bool:
-    from common.experiment import finished_records  # noqa: PLC0415
-    from common.naming import run_folder  # noqa: PLC0415
-    from federated.server_app import method_label  # noqa: PLC0415
+    from common.method_run import finished_records  # noqa: PLC0415
 
-    folder = run_folder(out, job.dataset, job.protocol.imbalance, job.protocol.val_per_class, job.run,
-                        job.protocol.variant) / f"unsup{job.unsupervised}" / method_label(job)
-    return len(finished_records(folder)) >= job.cycles
+    return len(finished_records(job.method_folder(out))) >= job.cycles

@@ -20,7 +20,7 @@ import torch
 import datasets_available  # noqa: F401  (registers every dataset, also inside Flower's client processes)
 from common.datasets import DATASETS, DatasetSpec, Split
 from common.experiment import Protocol, draw_split
-from common.naming import imbalance_name
+from common.naming import imbalance_name, run_folder, run_label
 from common.images import take
 from common.partition import PartitionOptions, partition
 from common.schedule import Schedule
@@ -105,6 +105,17 @@ class Job:
     @property
     def spec(self) -> DatasetSpec:
         return DATASETS.get(self.dataset)
+
+    @property
+    def label(self) -> str:
+        """The method run's folder and curve name (common.naming.run_label)."""
+        return run_label(self.method, local_loss=self.federation.local_loss)
+
+    def method_folder(self, out: Path) -> Path:
+        """Where the run's files live under `out`."""
+        protocol = self.protocol
+        return (run_folder(out, self.dataset, protocol.imbalance, protocol.val_per_class, self.run, protocol.variant)
+                / f"unsup{self.unsupervised}" / self.label)
 
     @property
     def local_schedule(self) -> Schedule:

@@ -125,11 +125,11 @@ def assert_one_line_error(result) -> str:
 
 def planned_asynchronous_run(out, *flags):
     """`run.py --out OUT FLAGS` planned as its one asynchronous run: (RunContext, AsyncJob, Experiment)."""
-    import run as run_module  # noqa: PLC0415
+    import planning  # noqa: PLC0415
 
-    args = run_module.get_args_parser().parse_args(["--out", str(out), *flags])
-    exp = run_module.experiment(args)
-    (ctx, job), = run_module.asynchronous_jobs(args, exp)
+    command = planning.parse(["--out", str(out), *flags])
+    exp = planning.experiment(command)
+    (ctx, job), = planning.asynchronous_jobs(command, exp)
     return ctx, job, exp
 
 

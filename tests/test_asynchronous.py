@@ -15,10 +15,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import planning
 import run as run_module
 from asynchronous import clock
 from asynchronous.driver import InProcess, RayActors, run_asynchronous
-from asynchronous.experiment import assignments
+from asynchronous.experiment import run_settings
 from asynchronous.shards import clustered_shards, random_shards
 from common.experiment import Protocol, prepare_run
 from common.naming import protocol_name, protocol_variant
@@ -46,10 +47,10 @@ def timeless(lines: list[dict]) -> list[dict]:
 
 def in_process(out: Path, *flags: str) -> list[list[dict]]:
     """`run.py FLAGS` with every actor a plain object in this process."""
-    args = run_module.get_args_parser().parse_args(["--out", str(out), *flags])
-    exp = run_module.experiment(args)
+    command = planning.parse(["--out", str(out), *flags])
+    exp = planning.experiment(command)
     return [run_asynchronous(ctx, job, exp.options, lambda _actors: InProcess())
-            for ctx, job in run_module.asynchronous_jobs(args, exp)]
+            for ctx, job in planning.asynchronous_jobs(command, exp)]
 
 
 @pytest.fixture(scope="session")
@@ -91,16 +92,18 @@ def test_clustered_shards_are_disjoint_and_cover_the_pool():
 
 
 def test_assignment_ra_gives_workers_different_strategies_da_one():
-    parse = run_module.get_args_parser().parse_args
+    def assignments(argv: list[str]) -> list[tuple[str, tuple[str, ...]]]:
+        command = planning.parse(argv)
+        return command.asynchronous.assignments(planning.experiment(command).methods)
+
     for methods in ([], ["--methods", "entropy"]):  # AAL's list unless several methods are given
-        args = parse(["--async-workers", "4", "--assignment", "RA", "--dataset", "digits", *methods])
-        run_module.experiment(args)
-        (label, strategies), = assignments(args)
+        (label, strategies), = assignments(["--async-workers", "4", "--assignment", "RA", "--dataset", "digits",
+                                            *methods])
         assert strategies == ("entropy", "least-confidence", "margin", "entropy")
         assert label == "entropy+least-confidence+margin"
-    (label, strategies), = assignments(parse(["--async-workers", "3", "--assignment", "RA", "--methods", "fk-nn,random"]))
+    (label, strategies), = assignments(["--async-workers", "3", "--assignment", "RA", "--methods", "fk-nn,random"])
     assert strategies == ("fk-nn", "random", "fk-nn") and label == "fk-nn+random"
-    runs = assignments(parse(["--async-workers", "2", "--assignment", "DA", "--methods", "entropy,fk-nn"]))
+    runs = assignments(["--async-workers", "2", "--assignment", "DA", "--methods", "entropy,fk-nn"])
     assert runs == [("entropy", ("entropy", "entropy")), ("fk-nn", ("fk-nn", "fk-nn"))]
 
 
@@ -244,10 +247,9 @@ def test_label_store_refuses_an_image_already_labelled(tmp_path, digits_spec, di
     protocol = Protocol("digits", 10.0, 20, (5, 6, 7, 8, 9), 0, asynchronous="test")
     ctx = prepare_run(digits_spec, digits_data, protocol, 0, tmp_path, digits_data.train.images.device)
     shards = random_shards(len(ctx.pool), 2, np.random.default_rng(0))
-    args = run_module.get_args_parser().parse_args(["--async-workers", "2", *TINY])
-    exp = run_module.experiment(args)
-    settings = run_module.asynchronous_experiment.run_settings(args, "entropy", 0, clock.Asynchrony(workers=2),
-                                                               exp.schedule, (), 32)
+    command = planning.parse(["--async-workers", "2", *TINY])
+    exp = planning.experiment(command)
+    settings = run_settings(planning.run_settings(command, exp, "entropy", 0), "entropy", clock.Asynchrony(workers=2))
     store = LabelStore(ctx, tmp_path / "m", settings, {"method": "entropy"}, shards, [], [], {}, 0)
     line = {"worker": 0, "query": 0}
     assert store.reveal(line, (shards[0][:3], 0.1, {})) == 3
@@ -364,9 +366,9 @@ def test_worker_killed_mid_run_loses_and_repeats_no_label(ray_cluster, tmp_path)
     import ray
 
     flags = [*TINY, "--async-workers", "2", "--query-batch", "10", "--trainings", "2"]
-    args = run_module.get_args_parser().parse_args(["--out", str(tmp_path / "killed"), *flags])
-    exp = run_module.experiment(args)
-    (ctx, job), = run_module.asynchronous_jobs(args, exp)
+    command = planning.parse(["--out", str(tmp_path / "killed"), *flags])
+    exp = planning.experiment(command)
+    (ctx, job), = planning.asynchronous_jobs(command, exp)
     backends = []
 
     def backend(actors):

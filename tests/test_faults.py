@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import planning
 import run as run_module
 from asynchronous.driver import InProcess, run_asynchronous
 from common.errors import UserError
@@ -52,13 +53,13 @@ def test_flags_given_are_told_from_defaults():
     parser = run_module.get_args_parser()
     args = parser.parse_args(["--clients", "3", "--rou", "2", "--alpha=0.5", "--quiet"])
     assert args.given == {"clients", "rounds", "alpha", "quiet"}
-    assert run_module.mode(args) == "federated"
+    assert planning.command_from(vars(args)).mode == "federated"
     assert parser.parse_args([]).given == frozenset()
 
 
 def test_one_asynchronous_worker_runs_the_asynchronous_mode(tmp_path):
     flags = [*TINY, "--async-workers", "1", "--query-batch", "10", "--trainings", "2"]
-    assert run_module.mode(run_module.get_args_parser().parse_args(flags)) == "asynchronous"
+    assert planning.parse(flags).mode == "asynchronous"
     ctx, job, exp = planned_asynchronous_run(tmp_path, *flags)
     assert job.timing.workers == 1 and job.strategies == ("entropy",)
     records = run_asynchronous(ctx, job, exp.options, lambda _actors: InProcess())

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import run as run_module
+import planning
 from benchmarks import aal, kafal_logo
 
 
 def parsed(command: list[str]):
-    return run_module.get_args_parser().parse_args(command[2:])
+    return planning.parse(command[2:])
 
 
 def test_kafal_logo_commands_follow_the_papers_protocol(tmp_path):
@@ -17,10 +17,10 @@ def test_kafal_logo_commands_follow_the_papers_protocol(tmp_path):
     commands = [parsed(command) for command in kafal_logo.commands(args)]
     assert len(commands) == 4  # per run: the methods with cross-entropy, KSAS with KCFU
     for flags in commands:
-        assert run_module.mode(flags) == "federated" and flags.imbalance == [1.0] and flags.clients == 10
-        assert (flags.initial_labels, flags.budget, flags.participation, flags.reinit_each_cycle) == \
+        assert flags.mode == "federated" and flags.imbalance == [1.0] and flags.federated.clients == 10
+        assert (flags.initial_labels, flags.budget, flags.federated.participation, flags.federated.reinit_each_cycle) == \
             (5000, 2500, 0.8, True)
-    assert [(c.run_start, c.local_loss) for c in commands] == [(0, "ce"), (0, "kcfu"), (1, "ce"), (1, "kcfu")]
+    assert [(c.run_start, c.federated.local_loss) for c in commands] == [(0, "ce"), (0, "kcfu"), (1, "ce"), (1, "kcfu")]
     assert commands[0].methods == ["random", "entropy", "ksas", "logo", "fk-nn"] and commands[1].methods == ["ksas"]
 
 
@@ -28,12 +28,13 @@ def test_aal_commands_follow_the_papers_protocol(tmp_path):
     args = aal.get_args_parser().parse_args(["--out", str(tmp_path)])
     commands = {name: parsed(command) for name, command in zip(aal.settings(), aal.commands(args))}
     assert len(commands) == 8
-    for name, flags in commands.items():
-        assert run_module.mode(flags) == "asynchronous" and flags.async_workers == 10 and flags.initial_labels == 5000
+    for name, command in commands.items():
+        flags = command.asynchronous
+        assert command.mode == "asynchronous" and flags.async_workers == 10 and command.initial_labels == 5000
         assert flags.sync == name.endswith(", sync") and flags.latency == (0.0, 60.0)
         assert flags.trainings * flags.train_threshold == 2000  # the same labels at every server count
         assert aal.setting_of({"assignment": flags.assignment, "servers": flags.servers, "sync": flags.sync}) == name
-    assert {(f.servers, f.trainings) for f in commands.values()} == {(1, 2), (2, 4), (4, 8)}
+    assert {(c.asynchronous.servers, c.asynchronous.trainings) for c in commands.values()} == {(1, 2), (2, 4), (4, 8)}
 
 
 def test_both_reports_read_an_empty_results_folder(tmp_path: Path):

@@ -14,7 +14,7 @@ from common.datasets import DATASETS
 from common.experiment import Protocol, RunSettings, method_folder, prepare_run, run_active_learning, validation_parts
 from common.strategies import STRATEGIES, AcquisitionOptions
 from common.validation_folds import HeldOutFolds, stratified_folds
-from run import get_args_parser, protocols
+from planning import parse, protocols
 from conftest import FAST_FLAGS, assert_one_line_error
 
 CPU = torch.device("cpu")
@@ -141,7 +141,7 @@ def test_a_chosen_minority_set_runs_beside_the_default_one(run_main, tmp_path):
 
 def test_the_order_of_chosen_minority_classes_names_no_new_protocol():
     """6,4,2 and 2,4,6 are one minority set: one folder, one split (they used to be two)."""
-    parser, spec = get_args_parser(), DATASETS.get("digits")
-    found = [protocols(parser.parse_args(["--minority-classes", order]), spec) for order in ("6,4,2", "2,4,6")]
+    spec = DATASETS.get("digits")
+    found = [protocols(parse(["--minority-classes", order]), spec) for order in ("6,4,2", "2,4,6")]
     assert found[0] == found[1]
     assert {(p.minority_classes, p.minority_set) for _, p in found[0]} == {((2, 4, 6), "min2-4-6")}
