@@ -25,7 +25,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 import datasets_available  # noqa: E402,F401  (registers every dataset)
-from common import storage  # noqa: E402
+from common import loop, storage  # noqa: E402
 from common.cli import (  # noqa: E402
     DefaultsHelpFormatter, OneLineErrorParser, comma_list, imbalance_ratio, positive_int, run_main,
 )
@@ -92,7 +92,7 @@ def choose(run_dir: Path, unsupervised: int, methods: list[str] | None, iteratio
 
 
 def load_model(spec: DatasetSpec, method_dir: Path, iteration: int) -> torch.nn.Module:
-    states = storage.load_checkpoint(method_dir / f"model_{iteration:03d}.pt", "states")
+    states = storage.load_checkpoint(loop.checkpoint_path(method_dir, iteration), "states")
     return build_models(spec, states[:1], mc_dropout=False)[0]
 
 

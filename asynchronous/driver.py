@@ -300,7 +300,7 @@ class AsyncRun:
         return arrived
 
     def _checkpoint(self, number: int) -> dict:
-        return storage.load_checkpoint(self.folder / f"model_{number - 1:03d}.pt", "states")[0]
+        return self.method_run.restore(number - 1, "states")[0]
 
     # ------------------------------------------------------------------ actors
     def _start_actors(self, shards, arrived, records) -> None:

@@ -389,9 +389,9 @@ def _run_active_learning(
         ensure_initial_models(ctx, settings.ensemble, kinds=(kind,))
         states = [storage.load_checkpoint(initial_model_path(ctx, kind, m), "state") for m in range(settings.ensemble)]
     else:
-        states = storage.load_checkpoint(folder / f"model_{start - 1:03d}.pt", "states")
+        states = run.restore(start - 1, "states")
         if len(states) != settings.ensemble:
-            raise UserError(f"{folder / f'model_{start - 1:03d}.pt'} holds {len(states)} models, not {settings.ensemble}")
+            raise UserError(f"{loop.checkpoint_path(folder, start - 1)} holds {len(states)} models, not {settings.ensemble}")
     models = build_models(spec, states, strategy.mc_dropout)
 
     initial = initial_label_positions(len(ctx.pool), ctx.protocol.initial_labels, seed)

@@ -79,12 +79,19 @@ def save_acquired(folder: Path, iteration: int, ids: np.ndarray) -> None:
     storage.save_indices(folder / f"acquired_{iteration:03d}.npy", ids)
 
 
+def checkpoint_path(folder: Path, iteration: int) -> Path:
+    """The weights after an iteration (every mode's step: iteration, cycle, training)."""
+    return folder / f"model_{iteration:03d}.pt"
+
+
 def save_iteration(
     folder: Path, iteration: int, models: Sequence[nn.Module], record: dict, keep_checkpoints: Container[int] = (),
+    extra: dict | None = None,
 ) -> None:
-    """Finish an iteration: its weights, then its metrics line (the line is what marks it finished), then
-    drop the previous iteration's weights unless kept."""
-    storage.save_checkpoint(folder / f"model_{iteration:03d}.pt", {"states": [m.state_dict() for m in models]})
+    """Finish an iteration: its weights (and `extra` state, e.g. a federated server's client models), then its
+    metrics line (the line is what marks it finished), then drop the previous iteration's weights unless kept."""
+    storage.save_checkpoint(checkpoint_path(folder, iteration),
+                            {"states": [m.state_dict() for m in models], **(extra or {})})
     storage.append_jsonl(folder / "metrics.jsonl", record)
     if iteration - 1 not in keep_checkpoints:
-        (folder / f"model_{iteration - 1:03d}.pt").unlink(missing_ok=True)
+        checkpoint_path(folder, iteration - 1).unlink(missing_ok=True)

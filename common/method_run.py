@@ -73,6 +73,12 @@ class MethodRun:
         """The stored settings.json against the current settings (a finished run looked at without the lock)."""
         check_settings(self.folder, self.settings, write=write, later_defaults=self.later_defaults)
 
+    def restore(self, step: int, key: str | None = None):
+        """The checkpoint written when `step` finished (common.loop.save_iteration), or its entry `key`."""
+        from common.loop import checkpoint_path  # noqa: PLC0415  (the loop loads torch; readers of results do not)
+
+        return storage.load_checkpoint(checkpoint_path(self.folder, step), key)
+
     def log_step(self, step: str, record: dict, extra: str = "") -> None:
         """One finished step: "<prefix> <step> labelled=... acc=... minority=... acquire=...s train=...s<extra>"."""
         self.log(f"{self.prefix} {step} labelled={record['labelled']} acc={record['test_acc']:.4f} "

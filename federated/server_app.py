@@ -209,10 +209,7 @@ class FederatedRun:
         _, test_loss = self._evaluate_with_loss()
         extra = {"client_states": self.client_states} if self.method.uses_local_model else {}
         with self.stop.writing():
-            storage.save_checkpoint(self.folder / f"model_{cycle:03d}.pt",
-                                    {"states": [self.model.state_dict()], **extra})
-            storage.append_jsonl(self.folder / "metrics.jsonl", record)
-            (self.folder / f"model_{cycle - 1:03d}.pt").unlink(missing_ok=True)
+            loop.save_iteration(self.folder, cycle, [self.model], record, extra=extra)
         absent = "".join(f" missing: {what} {clients}" for what, clients in
                          [("query", missing)] + [(f"round {r}", c) for r, c in sorted(round_missing.items())] if clients)
         self.method_run.log_step(f"cycle={cycle}", record, absent + untrained_note(test_loss, self.spec.num_classes))
@@ -261,7 +258,7 @@ class FederatedRun:
         if start == 0:
             self.model.load_state_dict(self.initial_state)
             return {}
-        checkpoint = storage.load_checkpoint(self.folder / f"model_{start - 1:03d}.pt")
+        checkpoint = self.method_run.restore(start - 1)
         self.model.load_state_dict(checkpoint["states"][0])
         return {int(k): v for k, v in checkpoint.get("client_states", {}).items()}
 
