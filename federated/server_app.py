@@ -89,14 +89,14 @@ def cycle_name(cycle: int) -> str:
 
 
 def untrained_note(test_loss: float, num_classes: int) -> str:
-    """A log-line warning when the global model does no better than a uniform guess (test loss at least
-    ln C): its accuracy then ranks what an untrained network happens to output, not the labels chosen
-    (docs/method.md, "Federated FK at the first cycle")."""
+    """A log-line warning when the global model's test loss is no better than a uniform guess's (ln C): an
+    undertrained (or overconfident) model, whose accuracy may rank what the network happens to output rather
+    than the labels chosen (docs/method.md, "Federated FK at the first cycle")."""
     chance = math.log(num_classes)
     if test_loss < chance:
         return ""
-    return (f" UNTRAINED: test loss {test_loss:.2f} >= ln {num_classes} = {chance:.2f}; raise --rounds or "
-            f"--local-epochs")
+    return (f" WARNING: test loss {test_loss:.2f} >= ln {num_classes} = {chance:.2f}, no better than a uniform guess "
+            f"(undertrained or overconfident; more --rounds or --local-epochs may help)")
 
 
 def settings_that_matter(job: Job) -> dict:

@@ -216,9 +216,9 @@ def test_proportional_shares(sizes, available, budget, expected):
 
 def test_a_cycle_whose_global_model_is_no_better_than_a_uniform_guess_is_flagged():
     note = untrained_note(2.41, 10)
-    assert "UNTRAINED" in note and "2.41 >= ln 10 = 2.30" in note and "--rounds" in note
+    assert "WARNING" in note and "2.41 >= ln 10 = 2.30" in note and "--rounds" in note
     assert untrained_note(2.29, 10) == "" and untrained_note(0.5, 2) == ""
-    assert "UNTRAINED" in untrained_note(0.70, 2)  # ln 2 = 0.69
+    assert "WARNING" in untrained_note(0.70, 2)  # ln 2 = 0.69
 
 
 def test_plots_and_predictions_from_a_federated_run(federated_run, tmp_path):
