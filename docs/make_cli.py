@@ -18,6 +18,7 @@ ENTRY_POINTS = {  # module -> what it is for
     "run_plot": "learning curves, label savings and query waits from finished runs",
     "visualize": "confusion matrices and t-SNE of a finished run",
     "predict": "classify images with a saved checkpoint",
+    "label": "active learning on your own images (a project folder; work in progress)",
 }
 sys.path.insert(0, str(REPO))
 WIDTH = "100"  # argparse wraps at $COLUMNS: fixed, so the file does not depend on the terminal
@@ -28,7 +29,10 @@ def help_text(module_name: str) -> str:
     os.environ["COLUMNS"] = WIDTH
     parser = importlib.import_module(module_name).get_args_parser()
     parser.prog = f"{module_name}.py"
-    return parser.format_help().rstrip() + "\n"
+    parts = [parser.format_help().rstrip()]
+    for action in parser._subparsers._group_actions if parser._subparsers else []:  # subcommands: each one's --help
+        parts += [sub.format_help().rstrip() for sub in action.choices.values()]
+    return "\n\n".join(parts) + "\n"
 
 
 def render() -> str:

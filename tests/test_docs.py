@@ -13,7 +13,7 @@ def test_cli_reference_is_generated_from_the_current_parsers():
                             text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     text = (REPO_ROOT / "docs" / "cli.md").read_text()
-    for entry in ("run.py", "run_plot.py", "visualize.py", "predict.py"):
+    for entry in ("run.py", "run_plot.py", "visualize.py", "predict.py", "label.py"):
         assert f"usage: {entry}" in text
     assert "--initial-labels" in text and "--participation" in text and "--reinit-each-cycle" in text
 

@@ -9,7 +9,7 @@ from asynchronous.experiment import AsynchronousFlags
 from conftest import REPO_ROOT
 from federated.experiment import FederatedFlags
 
-ENTRY_POINTS = {"run.py", "run_plot.py", "visualize.py", "predict.py"}
+ENTRY_POINTS = {"run.py", "run_plot.py", "visualize.py", "predict.py", "label.py"}
 
 
 def test_every_flag_is_one_field_of_the_command_and_the_defaults_agree():
@@ -43,7 +43,7 @@ def imported_modules(path) -> set[str]:
 
 
 def test_no_library_module_imports_an_entry_point_or_takes_an_argparse_namespace():
-    library = [path for folder in ("common", "federated", "asynchronous") for path in (REPO_ROOT / folder).rglob("*.py")]
+    library = [path for folder in ("common", "federated", "asynchronous", "labelling") for path in (REPO_ROOT / folder).rglob("*.py")]
     library.append(REPO_ROOT / "planning.py")
     for path in library:
         assert not imported_modules(path) & {name.removesuffix(".py") for name in ENTRY_POINTS}, path

@@ -1,0 +1,1 @@
+"""Active learning on a user's own unlabelled images with real annotators (label.py)."""
