@@ -1,11 +1,11 @@
-"""Labels a user already has, as a `path,label` CSV: checked all or nothing, each mistake one line naming the
-file and row."""
+"""Labels checked against a project's images and classes, all or nothing, each mistake one line naming the file
+and row (init's known labels and import's annotations alike)."""
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
 from common.errors import UserError
+from labelling.annotations import Annotation
 
 
 def parse_classes(text: str) -> list[str]:
@@ -27,24 +27,15 @@ def image_key(text: str, images_root: Path) -> str:
     return absolute.relative_to(images_root.resolve()).as_posix()
 
 
-def read_labels_csv(path: Path, images_root: Path, classes: list[str], known: set[str]) -> dict[str, int]:
-    """Image path -> class index from a `path,label` CSV (a `path,label` header row is optional). An unknown
-    class, a file outside the images folder or not among its images, or one image given two different
-    labels is a UserError naming the file and row; nothing is returned then."""
-    try:
-        with open(path, newline="", encoding="utf-8") as file:
-            rows = list(csv.reader(file))
-    except (OSError, UnicodeDecodeError) as error:
-        raise UserError(f"cannot read the labels file {path}: {getattr(error, 'strerror', None) or error}") from None
+def resolve_labels(annotations: list[Annotation], images_root: Path, classes: list[str], known: set[str],
+                   ) -> dict[str, tuple[int, str]]:
+    """Image path -> (class index, where the file gives it) for every annotation. An unknown class, a file outside
+    the images folder or not among its images, or one image given two different labels in the file is a
+    UserError naming the file and row; nothing is returned then."""
     index = {name: i for i, name in enumerate(classes)}
-    labels: dict[str, int] = {}
-    for number, row in enumerate(rows, start=1):
-        if not row or (number == 1 and [cell.strip().lower() for cell in row] == ["path", "label"]):
-            continue
-        where = f"{path} row {number}"
-        if len(row) != 2:
-            raise UserError(f"{where}: expected path,label, got {len(row)} fields")
-        image, label = row[0].strip(), row[1].strip()
+    labels: dict[str, tuple[int, str]] = {}
+    for annotation in annotations:
+        where, image, label = annotation.where, annotation.image, annotation.label
         if label not in index:
             raise UserError(f"{where}: unknown class {label!r} (classes: {', '.join(classes)})")
         try:
@@ -53,8 +44,9 @@ def read_labels_csv(path: Path, images_root: Path, classes: list[str], known: se
             raise UserError(f"{where}: {image} is outside the images folder {images_root}") from None
         if key not in known:
             raise UserError(f"{where}: {image} is not an image of the folder {images_root}")
-        if labels.get(key, index[label]) != index[label]:
-            raise UserError(f"{where}: {image} is labelled {classes[labels[key]]!r} earlier in the file and "
-                            f"{label!r} here")
-        labels[key] = index[label]
+        if key in labels and labels[key][0] != index[label]:
+            first, earlier = labels[key]
+            raise UserError(f"{where}: {image} is labelled {classes[first]!r} at {earlier} and {label!r} here "
+                            f"(annotators disagree; settle it in the file)")
+        labels.setdefault(key, (index[label], where))
     return labels

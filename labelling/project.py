@@ -9,17 +9,20 @@ leaves no project. A corrupted or foreign database is a one-line UserError.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sqlite3
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from common.errors import UserError
-from labelling.images import ImageEntry
+from labelling.images import ImageEntry, content_hash
 
 FILE = "project.sqlite"
 SCHEMA_VERSION = 1
+BUSY_SECONDS = 60.0  # how long a command waits for another one's write transaction
 SCHEMA = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE images (id INTEGER PRIMARY KEY, path TEXT NOT NULL UNIQUE, size INTEGER NOT NULL,
@@ -79,7 +82,7 @@ class Project:
         path = folder / FILE
         if not path.is_file():
             raise UserError(f"{folder} holds no labelling project (no {FILE}); start one with: label.py init")
-        connection = sqlite3.connect(path)
+        connection = sqlite3.connect(path, timeout=BUSY_SECONDS, isolation_level=None)  # transactions: writing()
         try:
             rows = dict(connection.execute("SELECT key, value FROM meta"))
             settings = {key: json.loads(rows[key]) for key in META_KEYS}
@@ -98,6 +101,18 @@ class Project:
     def close(self) -> None:
         self.connection.close()
 
+    @contextlib.contextmanager
+    def writing(self) -> Iterator[None]:
+        """One write transaction that holds the database from its first read (BEGIN IMMEDIATE): committed
+        when the block ends, rolled back when it raises (a UserError or an interrupt: nothing half written)."""
+        self.connection.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self.connection.rollback()
+            raise
+        self.connection.commit()
+
     def image_count(self) -> int:
         return self.connection.execute("SELECT COUNT(*) FROM images").fetchone()[0]
 
@@ -107,6 +122,33 @@ class Project:
             "SELECT images.path, labels.class FROM labels JOIN images ON images.id = labels.image_id "
             "ORDER BY labels.id")
         return dict(rows)  # later labels overwrite earlier ones
+
+    def import_labels(self, labels: dict[str, tuple[int, str]], source: str, relabel: bool = False) -> tuple[int, int]:
+        """Record `labels` (image path -> (class, where the file gives it)) in one transaction, all or nothing.
+        An image whose file changed since init, or a label that contradicts the image's current one without
+        `relabel`, is a UserError naming the image and where; returns (new labels, changed labels)."""
+        with self.writing():  # the checks and the writes in one transaction: two imports at once take turns
+            return self._import_labels(labels, source, relabel)
+
+    def _import_labels(self, labels: dict[str, tuple[int, str]], source: str, relabel: bool) -> tuple[int, int]:
+        current = self.current_labels()
+        stored = dict(self.connection.execute("SELECT path, sha256 FROM images"))
+        for image, (label, where) in labels.items():
+            file = self.images_root / image
+            if not file.is_file() or content_hash(file) != stored[image]:
+                raise UserError(f"{where}: {file} changed since init (its content differs from the image recorded); "
+                                f"start a new project for changed images")
+            if image in current and current[image] != label and not relabel:
+                raise UserError(f"{where}: {image} is already labelled {self.classes[current[image]]!r}, not "
+                                f"{self.classes[label]!r}; give --relabel to replace labels")
+        fresh = {image: value for image, value in labels.items() if current.get(image) != value[0]}
+        ids = dict(self.connection.execute("SELECT path, id FROM images"))
+        now = time.time()
+        self.connection.executemany(
+            "INSERT INTO labels (image_id, class, source, created) VALUES (?, ?, ?, ?)",
+            [(ids[image], label, source, now) for image, (label, _where) in sorted(fresh.items())])
+        changed = sum(1 for image in fresh if image in current)
+        return len(fresh) - changed, changed
 
     def label_counts(self) -> list[int]:
         """Labelled images per class (latest label of each image)."""

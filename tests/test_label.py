@@ -2,6 +2,7 @@
 every mistake of init as one line with nothing created."""
 from __future__ import annotations
 
+import json
 import sqlite3
 import subprocess
 import sys
@@ -112,3 +113,100 @@ def test_scan_finds_images_by_suffix_in_any_case_and_in_a_stable_order(folder):
     entries = scan(folder / "images")
     assert len(entries) == 30 and [e.path for e in entries] == sorted(e.path for e in entries)
     assert not any(e.path.endswith(".txt") for e in entries)
+
+
+def started(folder: Path) -> Path:
+    project = folder / "project"
+    assert label_py("init", project, "--images", folder / "images", "--classes", CLASSES).returncode == 0
+    return project
+
+
+def labelled(project: Path) -> dict[str, int]:
+    opened = Project.open(project)
+    try:
+        return opened.current_labels()
+    finally:
+        opened.close()
+
+
+def ls_task(task_id: int, image: str, *choices: str, cancelled: bool = False) -> dict:
+    """A task of Label Studio's JSON export, one annotation per choice (several annotators)."""
+    return {"id": task_id, "data": {"image": f"/data/local-files/?d={image}", "fkal_path": image},
+            "annotations": [{"id": 100 * task_id + n, "completed_by": n + 1, "was_cancelled": cancelled,
+                             "result": [{"from_name": "label", "to_name": "image", "type": "choices",
+                                         "value": {"choices": [choice]}}]} for n, choice in enumerate(choices)]}
+
+
+def test_import_reads_plain_csv_and_every_label_studio_export_format(folder):
+    project = started(folder)
+    (folder / "plain.csv").write_text("a/digit01.png,one\nb/c/digit02.png,two\n")
+    result = label_py("import", project, folder / "plain.csv")
+    assert result.returncode == 0, result.stderr
+    assert "2 new labels, 0 changed, 0 already known" in result.stdout
+    tasks = [ls_task(1, "a/digit03.png", "three", "three"),  # two annotators who agree
+             ls_task(2, "a/digit05.png", "five", cancelled=True),  # a skipped task
+             ls_task(3, "a/digit01.png", "one")]  # known already
+    (folder / "export.json").write_text(json.dumps(tasks))
+    assert "1 new labels, 0 changed, 1 already known" in label_py("import", project, folder / "export.json").stdout
+    (folder / "min.json").write_text(json.dumps([{"image": "/data/local-files/?d=a/digit07.png",
+                                                  "fkal_path": "a/digit07.png", "id": 7, "label": "seven",
+                                                  "annotator": 1, "annotation_id": 70}]))
+    assert "1 new labels" in label_py("import", project, folder / "min.json").stdout
+    (folder / "ls.csv").write_text("image,id,label,annotator,annotation_id,fkal_path\n"
+                                   "/data/local-files/?d=a/digit09.png,9,nine,1,90,a/digit09.png\n")
+    assert "1 new labels" in label_py("import", project, folder / "ls.csv").stdout
+    assert labelled(project) == {"a/digit01.png": 1, "b/c/digit02.png": 2, "a/digit03.png": 3, "a/digit07.png": 7,
+                                 "a/digit09.png": 9}
+
+
+@pytest.mark.parametrize("damage, expected", [
+    ("unknown class", "row 2: unknown class 'eleven'"),
+    ("not in project", "row 2: a/nowhere.png is not an image of the folder"),
+    ("changed", "changed since init"),
+    ("annotators disagree", "task 4: a/digit11.png is labelled 'one'"),
+    ("contradiction", "row 2: a/digit01.png is already labelled 'one', not 'seven'; give --relabel"),
+    ("not an export", "not a Label Studio export"),
+])
+def test_a_bad_import_is_one_line_and_imports_nothing(folder, damage, expected):
+    project = started(folder)
+    (folder / "first.csv").write_text("a/digit01.png,one\n")
+    assert label_py("import", project, folder / "first.csv").returncode == 0
+    bad = folder / "bad.csv"
+    lines = "a/digit13.png,three\n"  # a good row first: all or nothing
+    if damage == "unknown class":
+        bad.write_text(lines + "a/digit15.png,eleven\n")
+    elif damage == "not in project":
+        bad.write_text(lines + "a/nowhere.png,one\n")
+    elif damage == "changed":
+        Image.new("L", (8, 8), 255).save(folder / "images" / "a" / "digit11.png")
+        bad.write_text(lines + "a/digit11.png,one\n")
+    elif damage == "annotators disagree":
+        bad = folder / "bad.json"
+        bad.write_text(json.dumps([ls_task(3, "a/digit13.png", "three"), ls_task(4, "a/digit11.png", "one", "seven")]))
+    elif damage == "contradiction":
+        bad.write_text(lines + "a/digit01.png,seven\n")
+    else:
+        bad = folder / "bad.json"
+        bad.write_text(json.dumps([{"id": 1, "data": {"image": "a/digit13.png"}}]))
+    line = assert_one_line_error(label_py("import", project, bad))
+    assert expected in line, line
+    assert labelled(project) == {"a/digit01.png": 1}, "a refused import wrote labels"
+    if damage == "contradiction":
+        again = label_py("import", project, bad, "--relabel")
+        assert again.returncode == 0 and "1 new labels, 1 changed" in again.stdout
+        assert labelled(project) == {"a/digit01.png": 7, "a/digit13.png": 3}
+
+
+def test_two_imports_at_once_both_land(folder):
+    project = started(folder)
+    files = []
+    for n in range(2):  # odd-numbered digits lie in a/; those of 5, 15, 25 end in .PNG
+        path = folder / f"part{n}.csv"
+        path.write_text("".join(f"a/digit{i:02d}.png,{CLASSES.split(',')[i % 10]}\n" for i in range(1 + 2 * n, 30, 4)
+                                if i % 5))
+        files.append(path)
+    runs = [subprocess.Popen([sys.executable, "label.py", "import", str(project), str(path)], cwd=REPO_ROOT,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for path in files]
+    assert all(run.wait(timeout=300) == 0 for run in runs), [run.stderr.read() for run in runs]
+    expected = {f"a/digit{i:02d}.png": i % 10 for n in range(2) for i in range(1 + 2 * n, 30, 4) if i % 5}
+    assert labelled(project) == expected
