@@ -5,7 +5,8 @@
     python label.py status PROJECT
 
 `init` scans DIR recursively (jpg, png, webp, bmp, tif), records every image by path, size and content
-hash, takes the labels you already have (a `path,label` CSV; paths absolute or relative to DIR) and
+hash, takes the labels you already have (a `path,label` CSV, paths absolute or relative to DIR, and/or
+class subfolders with --labels-from-folders) and
 checks everything first: an unreadable image, an unknown class or a label for a file outside DIR is one
 line naming the file, and no project is made. `import` takes annotations back, all or nothing: a plain
 `path,label` CSV or Label Studio's JSON, JSON_MIN or CSV export; an unknown class, an image not in the
@@ -28,7 +29,7 @@ from pathlib import Path
 from common.cli import DefaultsHelpFormatter, OneLineErrorParser, positive_int, run_main
 from labelling.annotations import read_annotations
 from labelling.images import scan
-from labelling.labels import parse_classes, resolve_labels
+from labelling.labels import folder_annotations, parse_classes, resolve_labels
 from labelling.project import Project
 
 MODELS = ("lenet", "resnet10", "resnet18")
@@ -45,6 +46,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     init.add_argument("--classes", type=parse_classes, required=True, help="the class names, comma-separated")
     init.add_argument("--labels", type=Path, default=None,
                       help="labels you already have: a path,label CSV (or a Label Studio export)")
+    init.add_argument("--labels-from-folders", action="store_true",
+                      help="an image under DIR/<class>/ is labelled <class> (with --labels: the two must agree)")
     init.add_argument("--model", choices=MODELS, default="resnet18",
                       help="the network (lenet for small greyscale images)")
     init.add_argument("--image-size", type=positive_int, default=64, help="images are resized to this side")
@@ -60,7 +63,10 @@ def get_args_parser() -> argparse.ArgumentParser:
 def init(args: argparse.Namespace) -> None:
     entries = scan(args.images, progress=sys.stderr.isatty())
     known = {entry.path for entry in entries}
-    given = resolve_labels(read_annotations(args.labels), args.images, args.classes, known) if args.labels else {}
+    annotations = read_annotations(args.labels) if args.labels else []
+    if args.labels_from_folders:
+        annotations = folder_annotations([entry.path for entry in entries], args.classes, args.images) + annotations
+    given = resolve_labels(annotations, args.images, args.classes, known)
     labels = {image: label for image, (label, _where) in given.items()}
     project = Project.create(args.project, args.images, args.classes, entries, labels, args.model, args.image_size)
     project.close()

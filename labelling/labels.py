@@ -50,3 +50,11 @@ def resolve_labels(annotations: list[Annotation], images_root: Path, classes: li
                             f"(annotators disagree; settle it in the file)")
         labels.setdefault(key, (index[label], where))
     return labels
+
+
+def folder_annotations(paths: list[str], classes: list[str], images_root: Path) -> list[Annotation]:
+    """Known labels from class subfolders: an image under <images>/<class>/... is labelled <class> (images in
+    other folders stay unlabelled)."""
+    names = set(classes)
+    return [Annotation(f"{images_root}/{path}", path, path.split("/", 1)[0]) for path in paths
+            if "/" in path and path.split("/", 1)[0] in names]

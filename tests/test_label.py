@@ -210,3 +210,22 @@ def test_two_imports_at_once_both_land(folder):
     assert all(run.wait(timeout=300) == 0 for run in runs), [run.stderr.read() for run in runs]
     expected = {f"a/digit{i:02d}.png": i % 10 for n in range(2) for i in range(1 + 2 * n, 30, 4) if i % 5}
     assert labelled(project) == expected
+
+
+def test_class_subfolders_label_their_images_and_must_agree_with_the_csv(tmp_path, digits_data):
+    images = tmp_path / "images"
+    names = CLASSES.split(",")
+    for i in range(12):
+        sub = images / (names[int(digits_data.test.labels[i])] if i < 8 else "unsorted")
+        sub.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(digits_data.test.images[i, 0].numpy()).save(sub / f"d{i}.png")
+    result = label_py("init", tmp_path / "p", "--images", images, "--classes", CLASSES, "--labels-from-folders")
+    assert result.returncode == 0 and "12 images, 8 labelled" in result.stdout, result.stderr
+    expected = {f"{names[int(digits_data.test.labels[i])]}/d{i}.png": int(digits_data.test.labels[i]) for i in range(8)}
+    assert labelled(tmp_path / "p") == expected
+    first = next(iter(expected))
+    wrong = names[(expected[first] + 1) % 10]
+    (tmp_path / "labels.csv").write_text(f"{first},{wrong}\n")
+    line = assert_one_line_error(label_py("init", tmp_path / "q", "--images", images, "--classes", CLASSES,
+                                          "--labels-from-folders", "--labels", tmp_path / "labels.csv"))
+    assert f"{first} is labelled {names[expected[first]]!r}" in line and not (tmp_path / "q" / FILE).exists()
