@@ -3,6 +3,7 @@
     python label.py init PROJECT --images DIR --classes cat,dog,fox [--labels CSV] [--model resnet18] [--image-size 64]
     python label.py import PROJECT FILE                  # a path,label CSV or a Label Studio export
     python label.py status PROJECT
+    python label.py export PROJECT                       # PROJECT/export/labels.csv
 
 `init` scans DIR recursively (jpg, png, webp, bmp, tif), records every image by path, size and content
 hash, takes the labels you already have (a `path,label` CSV, paths absolute or relative to DIR, and/or
@@ -12,8 +13,9 @@ line naming the file, and no project is made. `import` takes annotations back, a
 `path,label` CSV or Label Studio's JSON, JSON_MIN or CSV export; an unknown class, an image not in the
 project or changed since init, two different labels for one image in the file, or a label that
 contradicts an earlier one without --relabel is one line naming the file and row, and nothing is
-imported. `status` prints the labelled images per class.
-(Being built: next, export and sync with Label Studio are not there yet.)
+imported. `status` prints the labelled images per class. `export` writes every label to
+PROJECT/export/labels.csv (path,label; paths relative to DIR), atomically.
+(Being built: next, the exported model checkpoint and sync with Label Studio are not there yet.)
 """
 from __future__ import annotations
 
@@ -26,6 +28,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from common import storage
 from common.cli import DefaultsHelpFormatter, OneLineErrorParser, positive_int, run_main
 from labelling.annotations import read_annotations
 from labelling.images import scan
@@ -57,6 +60,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     take.add_argument("--relabel", action="store_true", help="a label may replace an image's earlier one")
     status = commands.add_parser("status", help="labelled images per class")
     status.add_argument("project", type=Path, help="the project folder")
+    export = commands.add_parser("export", help="every label as PROJECT/export/labels.csv")
+    export.add_argument("project", type=Path, help="the project folder")
     return parser
 
 
@@ -97,8 +102,18 @@ def status(args: argparse.Namespace) -> None:
         project.close()
 
 
+def export(args: argparse.Namespace) -> None:
+    project = Project.open(args.project)
+    try:
+        target = args.project / "export" / "labels.csv"
+        storage.write_text(target, project.labels_csv())
+        print(f"{target}: {sum(project.label_counts())} labels")
+    finally:
+        project.close()
+
+
 def main(args: argparse.Namespace) -> None:
-    {"init": init, "import": import_file, "status": status}[args.command](args)
+    {"init": init, "import": import_file, "status": status, "export": export}[args.command](args)
 
 
 if __name__ == "__main__":

@@ -80,6 +80,11 @@ def _atomic_write_bytes(path: Path, data: bytes) -> None:
         os.fsync(handle.fileno())
 
 
+def write_text(path: Path, text: str) -> None:
+    """A text file written atomically (a reader sees the old file or the whole new one)."""
+    _atomic_write_bytes(path, text.encode())
+
+
 def write_json(path: Path, obj: Any) -> None:
     _atomic_write_bytes(path, (json.dumps(obj, indent=1, sort_keys=True) + "\n").encode())
 

@@ -10,6 +10,8 @@ leaves no project. A corrupted or foreign database is a one-line UserError.
 from __future__ import annotations
 
 import contextlib
+import csv
+import io
 import json
 import os
 import sqlite3
@@ -149,6 +151,15 @@ class Project:
             [(ids[image], label, source, now) for image, (label, _where) in sorted(fresh.items())])
         changed = sum(1 for image in fresh if image in current)
         return len(fresh) - changed, changed
+
+    def labels_csv(self) -> str:
+        """Every labelled image as `path,label` CSV text (paths relative to the images folder, sorted): what
+        `export` writes and `import` and `init --labels` read back."""
+        labels = sorted(self.current_labels().items())
+        rows = [["path", "label"]] + [[image, self.classes[label]] for image, label in labels]
+        buffer = io.StringIO()
+        csv.writer(buffer, lineterminator="\n").writerows(rows)
+        return buffer.getvalue()
 
     def label_counts(self) -> list[int]:
         """Labelled images per class (latest label of each image)."""

@@ -229,3 +229,17 @@ def test_class_subfolders_label_their_images_and_must_agree_with_the_csv(tmp_pat
     line = assert_one_line_error(label_py("init", tmp_path / "q", "--images", images, "--classes", CLASSES,
                                           "--labels-from-folders", "--labels", tmp_path / "labels.csv"))
     assert f"{first} is labelled {names[expected[first]]!r}" in line and not (tmp_path / "q" / FILE).exists()
+
+
+def test_export_writes_every_label_and_a_new_project_reads_it_back(folder):
+    project = started(folder)
+    (folder / "some.csv").write_text("a/digit01.png,one\nb/c/digit02.png,two\na/digit03.png,three\n")
+    assert label_py("import", project, folder / "some.csv").returncode == 0
+    result = label_py("export", project)
+    assert result.returncode == 0 and "3 labels" in result.stdout, result.stderr
+    exported = project / "export" / "labels.csv"
+    assert exported.read_text().splitlines() == ["path,label", "a/digit01.png,one", "a/digit03.png,three",
+                                                 "b/c/digit02.png,two"]
+    again = label_py("init", folder / "copy", "--images", folder / "images", "--classes", CLASSES,
+                     "--labels", exported)
+    assert again.returncode == 0 and labelled(folder / "copy") == labelled(project)
