@@ -2,6 +2,8 @@
 # make test: the pytest suite. Both create the virtual environment they need.
 VENV ?= .venv
 PYTHON := $(VENV)/bin/python
+# Label Studio's server, for the sync test (label.py never imports it): its own venv, see requirements-label-studio.txt
+LS_VENV ?= .venv-label-studio
 
 .PHONY: demo demo-federated demo-async test bench clean
 
@@ -9,6 +11,12 @@ $(VENV)/.installed: requirements.txt
 	python3 -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --upgrade pip
 	$(VENV)/bin/pip install --quiet -r requirements.txt
+	touch $@
+
+$(LS_VENV)/.installed: requirements-label-studio.txt
+	python3 -m venv $(LS_VENV)
+	$(LS_VENV)/bin/pip install --quiet --upgrade pip
+	$(LS_VENV)/bin/pip install --quiet -r requirements-label-studio.txt
 	touch $@
 
 demo: $(VENV)/.installed
@@ -29,11 +37,11 @@ demo-async: $(VENV)/.installed
 	$(PYTHON) run.py $(ASYNC_DEMO) --sync
 	$(PYTHON) run_plot.py --out local_data/async-demo
 
-test: $(VENV)/.installed
-	$(PYTHON) -m pytest -q tests
+test: $(VENV)/.installed $(LS_VENV)/.installed
+	FKAL_LABEL_STUDIO=$(LS_VENV)/bin/label-studio $(PYTHON) -m pytest -q tests
 
 bench: $(VENV)/.installed
 	$(PYTHON) benchmarks/label_efficiency.py
 
 clean:
-	rm -rf $(VENV) local_data/digits local_data/federated-demo local_data/async-demo
+	rm -rf $(VENV) $(LS_VENV) local_data/digits local_data/federated-demo local_data/async-demo

@@ -1,4 +1,5 @@
-"""Classify your own image files with a model saved by run.py (any method, any iteration).
+"""Classify your own image files with a model saved by run.py (any method, any iteration) or exported by
+`label.py export` (PROJECT/export/model.pt: it carries its network, image size and class names).
 
 The dataset, and so the model and its preprocessing, is read from the protocol.json of the run
 folder the checkpoint lies in; --dataset names it for a checkpoint moved out of its run folder.
@@ -31,6 +32,7 @@ from common.experiment import build_models
 from common.images import read_image_file
 from common.records import object_with_fields
 from common.train import predict_probabilities, resolve_device
+from labelling.model import project_spec
 
 CHANNEL_MODES = {1: "L", 3: "RGB"}  # channels the model reads -> PIL mode the files are converted to
 
@@ -39,7 +41,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser = OneLineErrorParser(description=__doc__, formatter_class=DefaultsHelpFormatter)
     parser.add_argument("images", nargs="+", type=Path, help="image files (any format PIL reads: PNG, JPEG, ...)")
     parser.add_argument("--checkpoint", type=Path, required=True,
-                        help="a model_<B>.pt written by run.py (<out>/<dataset>/.../<method>/model_<B>.pt)")
+                        help="a model_<B>.pt written by run.py (<out>/<dataset>/.../<method>/model_<B>.pt), or "
+                             "PROJECT/export/model.pt written by label.py export")
     parser.add_argument("--dataset", default=None,
                         help=f"the checkpoint's dataset, one of: {', '.join(DATASETS.names())} "
                              "(default: the dataset of the nearest protocol.json above the checkpoint)")
@@ -64,9 +67,20 @@ def checkpoint_dataset(checkpoint: Path) -> str:
                     "name its dataset with --dataset")
 
 
-def load_ensemble(spec: DatasetSpec, checkpoint: Path) -> list[torch.nn.Module]:
-    """Every ensemble member of a run.py checkpoint ({"states": [state_dict, ...]}) as a `spec` model."""
-    content = storage.load_checkpoint(checkpoint)
+def checkpoint_network(checkpoint: Path, content, dataset: str | None) -> tuple[DatasetSpec, list[str] | None]:
+    """The checkpoint's network and preprocessing, and its class names when it carries them (label.py's)."""
+    project = content.get("project") if isinstance(content, dict) else None
+    if isinstance(project, dict):
+        try:
+            return project_spec(project["model"], list(project["classes"]), int(project["image_size"])), \
+                list(project["classes"])
+        except (KeyError, TypeError, ValueError):
+            raise UserError(f"{checkpoint}: its project description is damaged ({project!r:.100})") from None
+    return DATASETS.get(dataset or checkpoint_dataset(checkpoint)), None
+
+
+def load_ensemble(spec: DatasetSpec, checkpoint: Path, content) -> list[torch.nn.Module]:
+    """Every ensemble member of a checkpoint's `content` ({"states": [state_dict, ...]}) as a `spec` model."""
     states = content.get("states") if isinstance(content, dict) else None
     if not isinstance(states, list) or not states or not all(isinstance(state, dict) for state in states):
         raise UserError(f"{checkpoint} is not a model checkpoint of run.py (expected a 'states' list of weights, "
@@ -100,12 +114,13 @@ def evaluation_images(spec: DatasetSpec, paths: list[Path], invert: bool) -> tor
     return torch.stack(images)
 
 
-def predictions(paths: list[Path], probabilities: torch.Tensor, top: int) -> list[dict]:
-    """Per image: the most probable class, its probability, and the `top` best classes in order."""
+def predictions(paths: list[Path], probabilities: torch.Tensor, top: int, names: list[str] | None = None) -> list[dict]:
+    """Per image: the most probable class, its probability, and the `top` best classes in order (classes by
+    name when the checkpoint names them, else by index)."""
     values, classes = probabilities.topk(top, dim=1)
     results = []
     for path, best_values, best_classes in zip(paths, values.tolist(), classes.tolist()):
-        ranked = [{"class": c, "probability": p} for c, p in zip(best_classes, best_values)]
+        ranked = [{"class": names[c] if names else c, "probability": p} for c, p in zip(best_classes, best_values)]
         results.append({"path": str(path), "class": ranked[0]["class"], "probability": ranked[0]["probability"],
                         "top": ranked})
     return results
@@ -114,18 +129,19 @@ def predictions(paths: list[Path], probabilities: torch.Tensor, top: int) -> lis
 def main(args: argparse.Namespace) -> None:
     if not args.checkpoint.is_file():
         raise UserError(f"--checkpoint {args.checkpoint} does not exist or is not a file")
-    spec = DATASETS.get(args.dataset or checkpoint_dataset(args.checkpoint))
+    content = storage.load_checkpoint(args.checkpoint)
+    spec, names = checkpoint_network(args.checkpoint, content, args.dataset)
     if args.top > spec.num_classes:
         raise UserError(f"--top {args.top} is more than the {spec.num_classes} classes of {spec.name}")
     device = resolve_device(args.device)
-    models = load_ensemble(spec, args.checkpoint)
+    models = load_ensemble(spec, args.checkpoint, content)
     images = evaluation_images(spec, args.images, args.invert)
     probabilities = predict_probabilities(models, images, spec.normalise, device, spec.inference_batch_size)
-    results = predictions(args.images, probabilities, args.top)
+    results = predictions(args.images, probabilities, args.top, names)
     if args.json:
         print(json.dumps(results, indent=1))
         return
-    for result in results:  # the dataset specs carry no class names: classes are their indices
+    for result in results:  # dataset checkpoints carry no class names: their classes are indices
         ranked = ", ".join(f"{entry['class']} ({entry['probability']:.4f})" for entry in result["top"])
         print(f"{result['path']}: {ranked}")
 

@@ -63,32 +63,37 @@ def default_workers() -> int:
 
 
 class FolderImages(ImageSource):
-    """Image files decoded on demand to uint8 [3, crop, crop]."""
+    """Image files decoded on demand to uint8 [C, crop, crop]: C is 3 for `mode` "RGB" (grey and RGBA files
+    become RGB), 1 for "L". Training batches are augmented (random resized crop, horizontal flip) unless
+    `augment_training` is False (small greyscale images: the MNIST family trains without augmentation)."""
 
     def __init__(self, paths: np.ndarray, crop: int, resize: int, workers: int | None = None,
-                 positions: np.ndarray | None = None) -> None:
-        self.paths, self.crop, self.resize = paths, crop, resize
+                 positions: np.ndarray | None = None, mode: str = "RGB", augment_training: bool = True) -> None:
+        self.paths, self.crop, self.resize, self.mode = paths, crop, resize, mode
         self.workers = default_workers() if workers is None else workers
         self.positions = np.arange(len(paths)) if positions is None else positions
+        self.augment_training = augment_training
         self.evaluate = evaluation_transform(crop, resize)
         self.augment = v2.Compose([v2.RandomResizedCrop(crop, antialias=True), v2.RandomHorizontalFlip()])
 
     def __len__(self) -> int:
         return len(self.positions)
 
+    def _view(self, positions: np.ndarray) -> FolderImages:
+        return type(self)(self.paths, self.crop, self.resize, self.workers, positions, self.mode, self.augment_training)
+
     def take(self, positions: np.ndarray) -> FolderImages:
-        return type(self)(self.paths, self.crop, self.resize, self.workers, self.positions[positions])
+        return self._view(self.positions[positions])
 
     def concat(self, other: ImageSource) -> FolderImages:
         if not isinstance(other, FolderImages) or other.paths is not self.paths:
             raise TypeError("only views of the same image folder can be joined")
-        return type(self)(self.paths, self.crop, self.resize, self.workers,
-                          np.concatenate([self.positions, other.positions]))
+        return self._view(np.concatenate([self.positions, other.positions]))
 
     def decode(self, position: int, augment: bool) -> torch.Tensor:
-        """One image: uint8 [3, crop, crop] (grey and RGBA files become RGB)."""
-        image = read_image_file(os.fsdecode(self.paths[self.positions[position]]), "RGB")
-        return (self.augment if augment else self.evaluate)(image)
+        """One image: uint8 [C, crop, crop] in this source's mode."""
+        image = read_image_file(os.fsdecode(self.paths[self.positions[position]]), self.mode)
+        return (self.augment if augment and self.augment_training else self.evaluate)(image)
 
     def read(self, positions: np.ndarray, augment: bool) -> torch.Tensor:
         return torch.stack([self.decode(int(p), augment) for p in positions])

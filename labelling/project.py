@@ -1,7 +1,12 @@
 """A labelling project's state: one SQLite database in the project folder.
 
-    PROJECT/project.sqlite   meta (the images folder, classes, model, image size, schema version),
-                             images (path, size, content hash), labels (image, class, source, time)
+    PROJECT/project.sqlite   meta (the images folder, classes, model, image size, start, seed, folds, schema),
+                             images (path, size, content hash), labels (image, class, source, time),
+                             models (a trained network per `next`: file, labels, held-out estimate),
+                             batches and batch_images (what each `next` asked for, with the suggestions)
+    PROJECT/models/          model_NNN.pt (a model version's weights), start.pt (the network before any label)
+    PROJECT/batches/NNN/     batch.csv, tasks.json, sheet.png (labelling/batch_files.py; rewritten from the
+                             database when missing)
 
 Every command is one transaction, so a command killed at any moment loses nothing and leaves nothing
 half written; `create` builds the database beside its final name and renames it, so a killed `init`
@@ -23,7 +28,7 @@ from common.errors import UserError
 from labelling.images import ImageEntry, content_hash
 
 FILE = "project.sqlite"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 BUSY_SECONDS = 60.0  # how long a command waits for another one's write transaction
 SCHEMA = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -32,8 +37,17 @@ CREATE TABLE images (id INTEGER PRIMARY KEY, path TEXT NOT NULL UNIQUE, size INT
 CREATE TABLE labels (id INTEGER PRIMARY KEY, image_id INTEGER NOT NULL REFERENCES images(id),
                      class INTEGER NOT NULL, source TEXT NOT NULL, created REAL NOT NULL);
 CREATE INDEX labels_image ON labels(image_id);
+CREATE TABLE models (id INTEGER PRIMARY KEY, file TEXT NOT NULL, labels INTEGER NOT NULL, trained_on INTEGER NOT NULL,
+                     held_out_fold INTEGER NOT NULL, held_out INTEGER NOT NULL, balanced_accuracy REAL,
+                     spread REAL, created REAL NOT NULL);
+CREATE TABLE batches (id INTEGER PRIMARY KEY, method TEXT NOT NULL, used TEXT NOT NULL, note TEXT NOT NULL,
+                      model_id INTEGER REFERENCES models(id), created REAL NOT NULL);
+CREATE TABLE batch_images (batch_id INTEGER NOT NULL REFERENCES batches(id),
+                           image_id INTEGER NOT NULL REFERENCES images(id), rank INTEGER NOT NULL,
+                           suggestion INTEGER, confidence REAL, PRIMARY KEY (batch_id, image_id));
 """
-META_KEYS = ("schema_version", "images_root", "classes", "model", "image_size")
+META_KEYS = ("schema_version", "images_root", "classes", "model", "image_size", "start", "weights", "seed", "folds")
+START_KINDS = ("rotation", "random")  # the network before any label: rotation-pretrained on the pool, or as drawn
 
 
 class Project:
@@ -52,8 +66,10 @@ class Project:
 
     @classmethod
     def create(cls, folder: Path, images_root: Path, classes: list[str], entries: list[ImageEntry],
-               labels: dict[str, int], model: str, image_size: int) -> "Project":
-        """A new project with the scanned `entries` and the known `labels` (image path -> class index)."""
+               labels: dict[str, int], model: str, image_size: int, start: str = "rotation",
+               weights: Path | None = None, seed: int = 0, folds: int = 5) -> "Project":
+        """A new project with the scanned `entries` and the known `labels` (image path -> class index); the
+        network starts from `weights` (a saved state dict) when given, else from `start`."""
         path = folder / FILE
         if path.exists():
             raise UserError(f"{folder} already holds a labelling project; use another folder")
@@ -65,7 +81,9 @@ class Project:
             with connection:
                 connection.executescript(SCHEMA)
                 settings = {"schema_version": SCHEMA_VERSION, "images_root": str(images_root.resolve()),
-                            "classes": list(classes), "model": model, "image_size": image_size}
+                            "classes": list(classes), "model": model, "image_size": image_size,
+                            "start": "weights" if weights else start,
+                            "weights": str(weights.resolve()) if weights else None, "seed": seed, "folds": folds}
                 connection.executemany("INSERT INTO meta VALUES (?, ?)",
                                        [(key, json.dumps(value)) for key, value in settings.items()])
                 connection.executemany("INSERT INTO images (path, size, sha256) VALUES (?, ?, ?)",
@@ -87,17 +105,19 @@ class Project:
         connection = sqlite3.connect(path, timeout=BUSY_SECONDS, isolation_level=None)  # transactions: writing()
         try:
             rows = dict(connection.execute("SELECT key, value FROM meta"))
+            version = json.loads(rows["schema_version"])
+            if version != SCHEMA_VERSION:
+                connection.close()
+                raise UserError(f"{path} has schema version {version}, this label.py reads {SCHEMA_VERSION}")
             settings = {key: json.loads(rows[key]) for key in META_KEYS}
             connection.execute("SELECT id, path, size, sha256 FROM images LIMIT 1").fetchall()
             connection.execute("SELECT image_id, class, source, created FROM labels LIMIT 1").fetchall()
+            connection.execute("SELECT id, file, labels, balanced_accuracy, spread FROM models LIMIT 1").fetchall()
+            connection.execute("SELECT batch_id, image_id, rank, suggestion, confidence FROM batch_images LIMIT 1")
         except (sqlite3.DatabaseError, KeyError, ValueError) as error:
             connection.close()
             raise UserError(f"{path} is not a readable labelling project ({type(error).__name__}: "
                             f"{(str(error).splitlines() or [''])[0]}); restore it or start a new project") from None
-        if settings["schema_version"] != SCHEMA_VERSION:
-            connection.close()
-            raise UserError(f"{path} has schema version {settings['schema_version']}, this label.py reads "
-                            f"{SCHEMA_VERSION}")
         return cls(folder, connection, settings)
 
     def close(self) -> None:
@@ -167,3 +187,74 @@ class Project:
         for label in self.current_labels().values():
             counts[label] += 1
         return counts
+
+    def image_paths(self) -> list[str]:
+        """Every image path in id order (an image's pool position is its place here)."""
+        return [path for (path,) in self.connection.execute("SELECT path FROM images ORDER BY id")]
+
+    def labels_in_order(self) -> list[tuple[str, int]]:
+        """(image path, its current class) of every labelled image, in the order the images were first
+        labelled (so the folds dealt from it stay put as labels arrive)."""
+        current = self.current_labels()
+        rows = self.connection.execute(
+            "SELECT images.path FROM labels JOIN images ON images.id = labels.image_id GROUP BY labels.image_id "
+            "ORDER BY MIN(labels.id)")
+        return [(path, current[path]) for (path,) in rows]
+
+    def asked(self) -> set[str]:
+        """Images of an earlier batch that have no label yet (out with the annotators)."""
+        rows = self.connection.execute(
+            "SELECT images.path FROM batch_images JOIN images ON images.id = batch_images.image_id "
+            "WHERE batch_images.image_id NOT IN (SELECT image_id FROM labels)")
+        return {path for (path,) in rows}
+
+    def models(self) -> list[dict]:
+        """Every model version, oldest first: id, file, labels, trained_on, held_out_fold, held_out,
+        balanced_accuracy, spread."""
+        self.connection.row_factory = sqlite3.Row
+        try:
+            return [dict(row) for row in self.connection.execute("SELECT * FROM models ORDER BY id")]
+        finally:
+            self.connection.row_factory = None
+
+    def batches(self) -> list[dict]:
+        """Every batch, oldest first: id, method, used (what picked it), note, model_id, size, labelled."""
+        self.connection.row_factory = sqlite3.Row
+        try:
+            return [dict(row) for row in self.connection.execute(
+                "SELECT batches.*, COUNT(batch_images.image_id) AS size, "
+                "SUM(batch_images.image_id IN (SELECT image_id FROM labels)) AS labelled "
+                "FROM batches LEFT JOIN batch_images ON batch_images.batch_id = batches.id "
+                "GROUP BY batches.id ORDER BY batches.id")]
+        finally:
+            self.connection.row_factory = None
+
+    def batch_images(self, batch: int) -> list[tuple[str, int, int | None, float | None]]:
+        """(path, image id, suggested class or None, confidence or None) of a batch's images, in rank order."""
+        return list(self.connection.execute(
+            "SELECT images.path, images.id, batch_images.suggestion, batch_images.confidence FROM batch_images "
+            "JOIN images ON images.id = batch_images.image_id WHERE batch_id = ? ORDER BY rank", (batch,)))
+
+    def record_next(self, model: dict | None, method: str, used: str, note: str,
+                    chosen: list[tuple[str, int | None, float | None]]) -> tuple[int, list[str]]:
+        """One `next` in one transaction: the model version it trained (None: none trained) and its batch,
+        `chosen` (path, suggestion, confidence) in rank order. Images labelled while `next` ran are left out
+        of the batch; returns (batch id, those images)."""
+        with self.writing():
+            labelled = set(self.current_labels())
+            model_id = None
+            if model is not None:
+                model_id = self.connection.execute(
+                    "INSERT INTO models (file, labels, trained_on, held_out_fold, held_out, balanced_accuracy, "
+                    "spread, created) VALUES (:file, :labels, :trained_on, :held_out_fold, :held_out, "
+                    ":balanced_accuracy, :spread, :created)", {**model, "created": time.time()}).lastrowid
+            batch = self.connection.execute(
+                "INSERT INTO batches (method, used, note, model_id, created) VALUES (?, ?, ?, ?, ?)",
+                (method, used, note, model_id, time.time())).lastrowid
+            ids = dict(self.connection.execute("SELECT path, id FROM images"))
+            kept = [row for row in chosen if row[0] not in labelled]
+            self.connection.executemany(
+                "INSERT INTO batch_images (batch_id, image_id, rank, suggestion, confidence) VALUES (?, ?, ?, ?, ?)",
+                [(batch, ids[path], rank, suggestion, confidence)
+                 for rank, (path, suggestion, confidence) in enumerate(kept)])
+            return batch, [path for path, _s, _c in chosen if path in labelled]

@@ -64,7 +64,8 @@ def test_init_records_every_image_and_the_known_labels_and_status_counts_them(fo
     expected = [0] * 10
     for i in (1, 2, 3, 4):
         expected[int(labels[i])] += 1
-    assert [int(line.split()[-1]) for line in shown.stdout.splitlines()[1:]] == expected
+    assert [int(line.split()[-1]) for line in shown.stdout.splitlines()[1:11]] == expected
+    assert "batches: 0, open: none" in shown.stdout and "network: no estimate yet" in shown.stdout
 
 
 @pytest.mark.parametrize("damage, expected", [
