@@ -5,6 +5,7 @@
     python label.py import PROJECT FILE                  # a path,label CSV or a Label Studio export
     python label.py status PROJECT                       # labels per class, open batches, model quality
     python label.py export PROJECT                       # PROJECT/export/labels.csv and model.pt (predict.py)
+    python label.py sync PROJECT --label-studio URL --api-key KEY [--ls-project ID]
 
 `init` scans DIR recursively (jpg, png, webp, bmp, tif), records every image by path, size and content
 hash, takes the labels you already have (a `path,label` CSV, paths absolute or relative to DIR, and/or
@@ -20,7 +21,9 @@ batch.csv, tasks.json (Label Studio tasks with the network's suggestion) and she
 labelled images per class, the open batches and the network's balanced accuracy on a held-out fold of the
 labels, and draws PROJECT/quality.png. `export` writes every label to PROJECT/export/labels.csv (path,label;
 paths relative to DIR) and the network trained on every label to PROJECT/export/model.pt, which predict.py
-reads. How it works and what it costs: docs/labelling.md.
+reads. `sync` pushes the open batches to a running Label Studio as tasks with the suggestions as
+predictions and pulls its annotations back through import's checks (annotators who disagree are reported,
+the image stays unlabelled). How it works and what it costs: docs/labelling.md.
 """
 from __future__ import annotations
 
@@ -94,6 +97,17 @@ def get_args_parser() -> argparse.ArgumentParser:
     export.add_argument("project", type=Path, help="the project folder")
     export.add_argument("--labels-only", action="store_true", help="write labels.csv only (no training)")
     _system_flags(export)
+    together = commands.add_parser("sync", help="push the open batches to Label Studio and pull its annotations",
+                                   formatter_class=DefaultsHelpFormatter)
+    together.add_argument("project", type=Path, help="the project folder")
+    together.add_argument("--label-studio", required=True, metavar="URL",
+                          help="a running Label Studio, e.g. http://localhost:8080, serving local files (see "
+                               "docs/labelling.md)")
+    together.add_argument("--api-key", required=True,
+                          help="a personal access token (Account & Settings) or a legacy token")
+    together.add_argument("--ls-project", type=positive_int, default=None,
+                          help="an existing Label Studio project (default: the one sync made before, else a new one)")
+    together.add_argument("--relabel", action="store_true", help="a label may replace an image's earlier one")
     return parser
 
 
@@ -211,8 +225,28 @@ def export(args: argparse.Namespace) -> None:
         project.close()
 
 
+def sync(args: argparse.Namespace) -> None:
+    from labelling.label_studio import LabelStudio
+    from labelling.sync import sync as synchronise
+
+    client = LabelStudio(args.label_studio, args.api_key)
+    project = open_project(args.project)
+    try:
+        report = synchronise(project, client, args.ls_project, args.relabel)
+    finally:
+        project.close()
+    where = f"{client.url}/projects/{report.ls_project}"
+    print(f"{where}{' (new)' if report.created else ''}: pulled {report.new} new labels, {report.changed} changed, "
+          f"{report.known} already known; pushed {report.uploaded} tasks")
+    for image, answers in sorted(report.disputed.items()):
+        given = ", ".join(f"{label!r} by annotator {who or '?'}" for label, who in answers)
+        print(f"disputed: {image}: {given} (left unlabelled; settle it in Label Studio)")
+
+
 def main(args: argparse.Namespace) -> None:
-    {"init": init, "next": next_batch, "import": import_file, "status": status, "export": export}[args.command](args)
+    commands = {"init": init, "next": next_batch, "import": import_file, "status": status, "export": export,
+                "sync": sync}
+    commands[args.command](args)
 
 
 if __name__ == "__main__":

@@ -46,7 +46,9 @@ def _image(data: dict, where: str) -> str:
     return image
 
 
-def _from_json(path: Path, items) -> list[Annotation]:
+def from_export(path: Path | str, items) -> list[Annotation]:
+    """The annotations of a Label Studio JSON or JSON_MIN export (`path` names it in errors); cancelled
+    (skipped) annotations are left out, tasks without annotations give none."""
     if not isinstance(items, list):
         raise UserError(f"{path}: expected a Label Studio export (a JSON list of tasks)")
     found = []
@@ -100,7 +102,7 @@ def read_annotations(path: Path) -> list[Annotation]:
         raise UserError(f"cannot read {path}: {getattr(error, 'strerror', None) or error}") from None
     if text.lstrip().startswith(("[", "{")):
         try:
-            return _from_json(path, json.loads(text))
+            return from_export(path, json.loads(text))
         except json.JSONDecodeError as error:
             raise UserError(f"{path}: not valid JSON (line {error.lineno}: {error.msg})") from None
     return _from_csv(path, list(csv.reader(text.splitlines())))

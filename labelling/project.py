@@ -47,6 +47,7 @@ CREATE TABLE batch_images (batch_id INTEGER NOT NULL REFERENCES batches(id),
                            suggestion INTEGER, confidence REAL, PRIMARY KEY (batch_id, image_id));
 """
 META_KEYS = ("schema_version", "images_root", "classes", "model", "image_size", "start", "weights", "seed", "folds")
+LABEL_STUDIO_KEY = "label_studio_projects"  # meta: Label Studio URL -> its project for this one (sync)
 START_KINDS = ("rotation", "random")  # the network before any label: rotation-pretrained on the pool, or as drawn
 
 
@@ -258,3 +259,14 @@ class Project:
                 [(batch, ids[path], rank, suggestion, confidence)
                  for rank, (path, suggestion, confidence) in enumerate(kept)])
             return batch, [path for path, _s, _c in chosen if path in labelled]
+
+    def label_studio_project(self, url: str) -> int | None:
+        """The Label Studio project `sync` made for this project on the server at `url` (None: none yet)."""
+        row = self.connection.execute("SELECT value FROM meta WHERE key = ?", (LABEL_STUDIO_KEY,)).fetchone()
+        return json.loads(row[0]).get(url) if row else None
+
+    def remember_label_studio_project(self, url: str, project: int) -> None:
+        with self.writing():
+            row = self.connection.execute("SELECT value FROM meta WHERE key = ?", (LABEL_STUDIO_KEY,)).fetchone()
+            known = {**(json.loads(row[0]) if row else {}), url: project}
+            self.connection.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (LABEL_STUDIO_KEY, json.dumps(known)))

@@ -91,11 +91,16 @@ def next_batch(project: Project, budget: int, method: str, device: torch.device,
     return batch, step, dropped
 
 
-def write_batch_files(project: Project, batch: int) -> None:
+def model_version(project: Project, batch: int) -> str:
+    """The name a batch's suggestions carry as Label Studio predictions: the model version that made them."""
     versions = {row["id"]: row["file"] for row in project.models()}
     model_id = next(row["model_id"] for row in project.batches() if row["id"] == batch)
-    version = f"fkal-{versions[model_id].removesuffix('.pt')}" if model_id else "fkal-cold-start"
-    write_batch(project.folder, batch, project.batch_images(batch), project.classes, project.images_root, version)
+    return f"fkal-{versions[model_id].removesuffix('.pt')}" if model_id else "fkal-cold-start"
+
+
+def write_batch_files(project: Project, batch: int) -> None:
+    write_batch(project.folder, batch, project.batch_images(batch), project.classes, project.images_root,
+                model_version(project, batch))
 
 
 def restore_batch_files(project: Project) -> list[int]:
