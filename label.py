@@ -43,7 +43,7 @@ from common.train import resolve_device, set_cpu_threads
 from labelling.annotations import read_annotations
 from labelling.images import scan
 from labelling.labels import folder_annotations, parse_classes, resolve_labels
-from labelling.model import MODEL_FAMILIES, check_image_size
+from labelling.model import MODEL_FAMILIES, check_image_size, project_spec, starting_weights
 from labelling.project import START_KINDS, Project
 from labelling.reporting import quality_plot, status_lines
 
@@ -153,8 +153,11 @@ def init(args: argparse.Namespace) -> None:
     given = resolve_labels(annotations, args.images, args.classes, known)
     labels = {image: label for image, (label, _where) in given.items()}
     check_image_size(args.model, args.image_size)
-    if args.weights is not None and not args.weights.is_file():
-        raise UserError(f"--weights {args.weights} does not exist or is not a file")
+    if args.weights is not None:
+        if not args.weights.is_file():
+            raise UserError(f"--weights {args.weights} does not exist or is not a file")
+        spec = project_spec(args.model, args.classes, args.image_size)
+        starting_weights(spec, args.weights, spec.model(spec.num_classes, False))  # refused now, not at next
     project = Project.create(args.project, args.images, args.classes, entries, labels, args.model, args.image_size,
                              start=args.start, weights=args.weights, seed=args.seed, folds=args.folds)
     project.close()
