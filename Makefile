@@ -5,7 +5,7 @@ PYTHON := $(VENV)/bin/python
 # Label Studio's server, for the sync test (label.py never imports it): its own venv, see requirements-label-studio.txt
 LS_VENV ?= .venv-label-studio
 
-.PHONY: demo demo-federated demo-async test bench clean
+.PHONY: demo demo-federated demo-async demo-label test bench clean
 
 $(VENV)/.installed: requirements.txt
 	python3 -m venv $(VENV)
@@ -37,6 +37,18 @@ demo-async: $(VENV)/.installed
 	$(PYTHON) run.py $(ASYNC_DEMO) --sync
 	$(PYTHON) run_plot.py --out local_data/async-demo
 
+# Your own images: 500 digit PNGs, a project, a cold-start batch, the annotator's answers for it, a second batch.
+LABEL_DEMO := local_data/label-demo
+demo-label: $(VENV)/.installed
+	rm -rf $(LABEL_DEMO) && $(PYTHON) -m labelling.demo_images $(LABEL_DEMO)
+	$(PYTHON) label.py init $(LABEL_DEMO)/project --images $(LABEL_DEMO)/images \
+		--classes zero,one,two,three,four,five,six,seven,eight,nine --model lenet --image-size 28
+	$(PYTHON) label.py next $(LABEL_DEMO)/project --budget 50
+	$(PYTHON) -m labelling.demo_images $(LABEL_DEMO) --answer $(LABEL_DEMO)/project/batches/001/batch.csv
+	$(PYTHON) label.py import $(LABEL_DEMO)/project $(LABEL_DEMO)/answers-001.csv
+	$(PYTHON) label.py next $(LABEL_DEMO)/project --budget 50
+	$(PYTHON) label.py status $(LABEL_DEMO)/project
+
 test: $(VENV)/.installed $(LS_VENV)/.installed
 	FKAL_LABEL_STUDIO=$(LS_VENV)/bin/label-studio $(PYTHON) -m pytest -q tests
 
@@ -44,4 +56,4 @@ bench: $(VENV)/.installed
 	$(PYTHON) benchmarks/label_efficiency.py
 
 clean:
-	rm -rf $(VENV) $(LS_VENV) local_data/digits local_data/federated-demo local_data/async-demo
+	rm -rf $(VENV) $(LS_VENV) local_data/digits local_data/federated-demo local_data/async-demo local_data/label-demo

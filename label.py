@@ -39,12 +39,11 @@ from pathlib import Path
 from common import storage
 from common.cli import DefaultsHelpFormatter, OneLineErrorParser, positive_int, run_main
 from common.errors import UserError
-from common.train import resolve_device, set_cpu_threads
 from labelling.annotations import read_annotations
+from labelling.batch_files import restore_batch_files
 from labelling.images import scan
 from labelling.labels import folder_annotations, parse_classes, resolve_labels
-from labelling.model import MODEL_FAMILIES, check_image_size, project_spec, starting_weights
-from labelling.project import START_KINDS, Project
+from labelling.project import SMALLEST_SIDE, START_KINDS, Project, check_image_size
 from labelling.reporting import quality_plot, status_lines
 
 DEFAULT_METHOD = "fk-nn"
@@ -63,16 +62,19 @@ def get_args_parser() -> argparse.ArgumentParser:
                       help="labels you already have: a path,label CSV (or a Label Studio export)")
     init.add_argument("--labels-from-folders", action="store_true",
                       help="an image under DIR/<class>/ is labelled <class> (with --labels: the two must agree)")
-    init.add_argument("--model", choices=tuple(MODEL_FAMILIES), default="resnet18",
+    init.add_argument("--model", choices=tuple(SMALLEST_SIDE), default="resnet18",
                       help="the network (lenet for small greyscale images)")
     init.add_argument("--image-size", type=positive_int, default=64,
                       help="images are resized (shorter side) and centre-cropped to this side")
     init.add_argument("--start", choices=START_KINDS, default="rotation",
                       help="the network before any label: rotation-pretrained on your images (the FK paper's "
                            "start, once, at the first next), or as randomly drawn")
-    init.add_argument("--weights", type=Path, default=None,
-                      help="start from a saved state dict instead (e.g. torchvision's ResNet-18 ImageNet weights "
-                           "saved with torch.save(weights.get_state_dict(), PATH)); the classifier stays new")
+    init.add_argument("--weights", default=None,
+                      help="start from a saved state dict instead: a file (e.g. torchvision's ResNet-18 ImageNet "
+                           "weights saved with torch.save(weights.get_state_dict(), PATH)) or, where the internet "
+                           "is, a torchvision weights name such as ResNet18_Weights.IMAGENET1K_V1 (downloaded at "
+                           "the first next); tensors of the same name and shape are taken, the classifier stays "
+                           "new")
     init.add_argument("--seed", type=int, default=0, help="seeds training and picking (same seed, same batches)")
     init.add_argument("--folds", type=_at_least_two, default=5,
                       help="the labels are dealt into this many folds; one, rotating, is held out of training to "
@@ -126,6 +128,8 @@ def _system_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def _system(args: argparse.Namespace):
+    from common.train import resolve_device, set_cpu_threads  # torch: only for the commands that train
+
     if args.threads:
         set_cpu_threads(args.threads)
     return resolve_device(args.device)
@@ -133,8 +137,6 @@ def _system(args: argparse.Namespace):
 
 def open_project(folder: Path) -> Project:
     """The project, with any batch folder a killed command left unwritten rewritten."""
-    from labelling.workflow import restore_batch_files
-
     project = Project.open(folder)
     try:
         restore_batch_files(project)
@@ -154,10 +156,15 @@ def init(args: argparse.Namespace) -> None:
     labels = {image: label for image, (label, _where) in given.items()}
     check_image_size(args.model, args.image_size)
     if args.weights is not None:
-        if not args.weights.is_file():
-            raise UserError(f"--weights {args.weights} does not exist or is not a file")
-        spec = project_spec(args.model, args.classes, args.image_size)
-        starting_weights(spec, args.weights, spec.model(spec.num_classes, False))  # refused now, not at next
+        from labelling.model import is_weights_name, project_spec, starting_weights
+
+        if Path(args.weights).is_file():
+            args.weights = str(Path(args.weights).resolve())
+            spec = project_spec(args.model, args.classes, args.image_size)
+            starting_weights(spec, args.weights, spec.model(spec.num_classes, False))  # refused now, not at next
+        elif not is_weights_name(args.weights):
+            raise UserError(f"--weights {args.weights} is neither a file nor a torchvision weights name "
+                            "(such as ResNet18_Weights.IMAGENET1K_V1)")
     project = Project.create(args.project, args.images, args.classes, entries, labels, args.model, args.image_size,
                              start=args.start, weights=args.weights, seed=args.seed, folds=args.folds)
     project.close()

@@ -18,7 +18,7 @@ ENTRY_POINTS = {  # module -> what it is for
     "run_plot": "learning curves, label savings and query waits from finished runs",
     "visualize": "confusion matrices and t-SNE of a finished run",
     "predict": "classify images with a saved checkpoint",
-    "label": "active learning on your own images (a project folder; work in progress)",
+    "label": "active learning on your own images with real annotators (files or Label Studio)",
 }
 sys.path.insert(0, str(REPO))
 WIDTH = "100"  # argparse wraps at $COLUMNS: fixed, so the file does not depend on the terminal

@@ -21,6 +21,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 from labelling.annotations import CONTROL, IMAGE_KEY
+from labelling.project import Project
 
 SHEET_LIMIT = 200  # images drawn on a contact sheet (a batch of 1000 would make a 40-megapixel picture)
 THUMB = 96  # thumbnail side in pixels
@@ -114,3 +115,23 @@ def write_batch(project_folder: Path, batch: int, rows: list[tuple[str, int, int
         shutil.rmtree(final)
     os.replace(building, final)
     return final
+
+
+def model_version(project: Project, batch: int) -> str:
+    """The name a batch's suggestions carry as Label Studio predictions: the model version that made them."""
+    versions = {row["id"]: row["file"] for row in project.models()}
+    model_id = next(row["model_id"] for row in project.batches() if row["id"] == batch)
+    return f"fkal-{versions[model_id].removesuffix('.pt')}" if model_id else "fkal-cold-start"
+
+
+def write_batch_files(project: Project, batch: int) -> None:
+    write_batch(project.folder, batch, project.batch_images(batch), project.classes, project.images_root,
+                model_version(project, batch))
+
+
+def restore_batch_files(project: Project) -> list[int]:
+    """Rewrite every batch folder that is missing (a command killed between its commit and its files)."""
+    missing = [row["id"] for row in project.batches() if not batch_folder(project.folder, row["id"]).is_dir()]
+    for batch in missing:
+        write_batch_files(project, batch)
+    return missing

@@ -1,6 +1,7 @@
 """The network of a labelling project and the images it reads, as a DatasetSpec the AL step already takes.
 
-`--model` picks a family; the project's classes and `--image-size` fix the rest:
+`--model` picks a family (its name and smallest image size: labelling.project.SMALLEST_SIDE); the project's
+classes and `--image-size` fix the rest:
   lenet     LeNet, greyscale, normalised as MNIST, no augmentation (small greyscale images: digits, glyphs)
   resnet10  ResNet-10 (SVHN's / CIFAR's), RGB, ImageNet normalisation, flip + random resized crop
   resnet18  torchvision's ResNet-18, RGB, ImageNet normalisation, flip + random resized crop; starts from
@@ -31,7 +32,6 @@ from svhn.resnet import RESNET10_DESCRIPTOR_LAYERS, ResNet10
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 MNIST_MEAN, MNIST_STD = (0.1307,), (0.3081,)
-SMALLEST_SIDE = {"lenet": 16, "resnet10": 8, "resnet18": 32}  # below this the network's feature maps vanish
 
 
 @dataclass(frozen=True)
@@ -71,11 +71,6 @@ MODEL_FAMILIES = {
 }
 
 
-def check_image_size(model: str, size: int) -> None:
-    if size < SMALLEST_SIDE[model]:
-        raise UserError(f"--image-size {size} is too small for {model} (at least {SMALLEST_SIDE[model]})")
-
-
 def project_spec(model: str, classes: list[str], image_size: int) -> DatasetSpec:
     """The DatasetSpec of a project: its network, preprocessing and schedules (nothing is loaded through it:
     the images are the project's, see project_images)."""
@@ -107,19 +102,45 @@ def project_images(root: Path, paths: list[str], model: str, image_size: int, wo
                         augment_training=family.augment_training)
 
 
-def starting_weights(spec: DatasetSpec, path: Path, seed_model: nn.Module) -> dict[str, torch.Tensor]:
-    """`seed_model`'s weights with every tensor that a saved state dict (`--weights`: a torchvision
-    state dict, e.g. ImageNet's ResNet-18) holds at the same name and shape; the classifier stays the
-    project's. A file that shares no weight with the network is a one-line error."""
-    saved = storage.load_checkpoint(path)
+def is_weights_name(text: str) -> bool:
+    """A torchvision weights name (e.g. ResNet18_Weights.IMAGENET1K_V1) rather than a file."""
+    from torchvision.models import get_weight
+
+    try:
+        get_weight(text)
+    except (ValueError, KeyError, AttributeError):
+        return False
+    return True
+
+
+def saved_weights(source: str, progress: bool = False) -> dict:
+    """The state dict `--weights` names: a file, or torchvision's weights by name (downloaded into torch's cache
+    the first time: this needs the internet, and never ran here)."""
+    if Path(source).is_file():
+        return storage.load_checkpoint(Path(source))
+    from torchvision.models import get_weight
+
+    try:
+        return get_weight(source).get_state_dict(progress=progress)
+    except (OSError, RuntimeError) as error:  # no internet, a broken download
+        raise UserError(f"cannot download the weights {source} ({error}); save them to a file where the "
+                        "internet is and give its path") from None
+
+
+def starting_weights(spec: DatasetSpec, source: str, seed_model: nn.Module, progress: bool = False,
+                     ) -> dict[str, torch.Tensor]:
+    """`seed_model`'s weights with every tensor that the saved state dict `--weights` gives (a file, or a
+    torchvision weights name such as ResNet18_Weights.IMAGENET1K_V1) holds at the same name and shape; the
+    classifier stays the project's. Weights that share nothing with the network are a one-line error."""
+    saved = saved_weights(source, progress)
     if isinstance(saved, dict) and isinstance(saved.get("state_dict"), dict):
         saved = saved["state_dict"]
     if not isinstance(saved, dict) or not all(isinstance(value, torch.Tensor) for value in saved.values()):
-        raise UserError(f"--weights {path} is not a state dict (a mapping of names to tensors)")
+        raise UserError(f"--weights {source} is not a state dict (a mapping of names to tensors)")
     target = seed_model.state_dict()
     prefix = spec.classifier + "."
     shared = {name: value for name, value in saved.items()
               if name in target and not name.startswith(prefix) and value.shape == target[name].shape}
     if not shared:
-        raise UserError(f"--weights {path} shares no weight with the project's network (names and shapes differ)")
+        raise UserError(f"--weights {source} shares no weight with the project's network (names and shapes differ)")
     return {**target, **shared}

@@ -48,7 +48,15 @@ CREATE TABLE batch_images (batch_id INTEGER NOT NULL REFERENCES batches(id),
 """
 META_KEYS = ("schema_version", "images_root", "classes", "model", "image_size", "start", "weights", "seed", "folds")
 LABEL_STUDIO_KEY = "label_studio_projects"  # meta: Label Studio URL -> its project for this one (sync)
-START_KINDS = ("rotation", "random")  # the network before any label: rotation-pretrained on the pool, or as drawn
+START_KINDS = ("rotation", "random")
+# --model: the networks of labelling/model.py, each with the smallest image side its feature maps survive
+SMALLEST_SIDE = {"lenet": 16, "resnet10": 8, "resnet18": 32}
+
+
+def check_image_size(model: str, size: int) -> None:
+    if size < SMALLEST_SIDE[model]:
+        raise UserError(f"--image-size {size} is too small for {model} (at least {SMALLEST_SIDE[model]})")
+  # the network before any label: rotation-pretrained on the pool, or as drawn
 
 
 class Project:
@@ -68,9 +76,10 @@ class Project:
     @classmethod
     def create(cls, folder: Path, images_root: Path, classes: list[str], entries: list[ImageEntry],
                labels: dict[str, int], model: str, image_size: int, start: str = "rotation",
-               weights: Path | None = None, seed: int = 0, folds: int = 5) -> "Project":
+               weights: str | None = None, seed: int = 0, folds: int = 5) -> "Project":
         """A new project with the scanned `entries` and the known `labels` (image path -> class index); the
-        network starts from `weights` (a saved state dict) when given, else from `start`."""
+        network starts from `weights` (a saved state dict's file, or a torchvision weights name) when given,
+        else from `start`."""
         path = folder / FILE
         if path.exists():
             raise UserError(f"{folder} already holds a labelling project; use another folder")
@@ -84,7 +93,7 @@ class Project:
                 settings = {"schema_version": SCHEMA_VERSION, "images_root": str(images_root.resolve()),
                             "classes": list(classes), "model": model, "image_size": image_size,
                             "start": "weights" if weights else start,
-                            "weights": str(weights.resolve()) if weights else None, "seed": seed, "folds": folds}
+                            "weights": weights, "seed": seed, "folds": folds}
                 connection.executemany("INSERT INTO meta VALUES (?, ?)",
                                        [(key, json.dumps(value)) for key, value in settings.items()])
                 connection.executemany("INSERT INTO images (path, size, sha256) VALUES (?, ?, ?)",

@@ -96,7 +96,7 @@ def start_state(spec: DatasetSpec, pool: Images, start: str, weights: str | None
         model = spec.model(spec.num_classes, False)
     state = model.state_dict()
     if start == "weights":
-        state = starting_weights(spec, Path(weights), model)
+        state = starting_weights(spec, weights, model, progress)
     elif start == "rotation":
         with torch_global_seed(torch_seed(seed, "rotation-init", 0)):
             rotation_model = spec.model(4, False)

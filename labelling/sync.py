@@ -17,11 +17,10 @@ from dataclasses import dataclass, field
 
 from common.errors import UserError
 from labelling.annotations import IMAGE_KEY, Annotation, from_export
-from labelling.batch_files import labelling_config, tasks
+from labelling.batch_files import labelling_config, model_version, tasks
 from labelling.label_studio import LabelStudio, config_classes
 from labelling.labels import image_key, resolve_labels
 from labelling.project import Project
-from labelling.workflow import model_version
 
 STORAGE_TITLE = "fkal images"
 

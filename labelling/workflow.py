@@ -1,10 +1,9 @@
-"""The project-level commands that train: `next` (a batch) and `export` (the final network), and the batch
-folders kept in step with the database.
+"""The project-level commands that train: `next` (a batch) and `export` (the final network).
 
 Kill safety: everything slow (training, picking) happens before anything is recorded; weights are written
 atomically under a name the database does not know yet; the model version and the batch are recorded in
-one transaction; the batch folder is written after that from the database, and any command rewrites a
-batch folder that is missing (a kill between the commit and the folder).
+one transaction; the batch folder is written after that from the database (labelling/batch_files.py), and
+any command rewrites a batch folder that is missing (a kill between the commit and the folder).
 """
 from __future__ import annotations
 
@@ -19,7 +18,7 @@ from common import loop, storage
 from common.experiment import build_models
 from common.images import take
 from common.seeding import torch_seed
-from labelling.batch_files import batch_folder, write_batch
+from labelling.batch_files import write_batch_files
 from labelling.model import project_images, project_spec
 from labelling.project import Project
 from labelling.step import Step, next_step, start_state
@@ -89,26 +88,6 @@ def next_batch(project: Project, budget: int, method: str, device: torch.device,
     batch, dropped = project.record_next(model, method, step.used, step.note, rows)
     write_batch_files(project, batch)
     return batch, step, dropped
-
-
-def model_version(project: Project, batch: int) -> str:
-    """The name a batch's suggestions carry as Label Studio predictions: the model version that made them."""
-    versions = {row["id"]: row["file"] for row in project.models()}
-    model_id = next(row["model_id"] for row in project.batches() if row["id"] == batch)
-    return f"fkal-{versions[model_id].removesuffix('.pt')}" if model_id else "fkal-cold-start"
-
-
-def write_batch_files(project: Project, batch: int) -> None:
-    write_batch(project.folder, batch, project.batch_images(batch), project.classes, project.images_root,
-                model_version(project, batch))
-
-
-def restore_batch_files(project: Project) -> list[int]:
-    """Rewrite every batch folder that is missing (a command killed between its commit and its files)."""
-    missing = [row["id"] for row in project.batches() if not batch_folder(project.folder, row["id"]).is_dir()]
-    for batch in missing:
-        write_batch_files(project, batch)
-    return missing
 
 
 def export_model(project: Project, device: torch.device, progress: bool = False,

@@ -221,6 +221,16 @@ def test_weights_start_the_network_and_a_file_that_does_not_fit_is_refused_at_in
     refused = label_py("init", tmp_path / "p2", "--images", images, "--classes", CLASSES, "--model", "lenet",
                        "--image-size", "28", "--weights", tmp_path / "foreign.pt")
     assert "shares no weight" in assert_one_line_error(refused) and not (tmp_path / "p2").exists()
+    named = label_py("init", tmp_path / "p3", "--images", images, "--classes", CLASSES, "--model", "resnet18",
+                     "--image-size", "32", "--weights", "ResNet18_Weights.IMAGENET1K_V1")  # downloaded at next
+    assert named.returncode == 0, named.stderr
+    opened = Project.open(tmp_path / "p3")
+    try:
+        assert (opened.settings["start"], opened.settings["weights"]) == ("weights", "ResNet18_Weights.IMAGENET1K_V1")
+    finally:
+        opened.close()
+    bogus = label_py("init", tmp_path / "p4", "--images", images, "--classes", CLASSES, "--weights", "Nope.X")
+    assert "neither a file nor a torchvision weights name" in assert_one_line_error(bogus)
 
 
 @pytest.mark.parametrize("model, size", [("resnet10", 16), ("resnet18", 32)])
