@@ -117,9 +117,10 @@ def get_args_parser() -> argparse.ArgumentParser:
                     help="FK descriptors in memory, in disk-backed memmaps under the run folder (bounded RAM "
                          "for million-image pools), or auto: disk above 2 GiB per matrix")
     al.add_argument("--index", choices=INDEX_KINDS, default="auto",
-                    help="FK matching: exact inner product, IVF (approximate), or auto: IVF on CPU for pools of "
-                         "--ivf-threshold images searched by at least 4 x nlist centres, else exact "
-                         "(recall@K of IVF against exact is recorded as match_recall)")
+                    help="FK matching: exact inner product (FAISS; on a CUDA device without faiss-gpu, exact "
+                         "chunked PyTorch on the GPU), IVF (approximate), torch (exact chunked PyTorch on --device), "
+                         "or auto: IVF on CPU for pools of --ivf-threshold images searched by at least 4 x nlist "
+                         "centres, else exact (recall@K of IVF against exact is recorded as match_recall)")
     al.add_argument("--nlist", type=positive_int, default=None, help="IVF lists (default: about 4 sqrt(pool))")
     al.add_argument("--nprobe", type=positive_int, default=16, help="IVF lists searched per centre")
     al.add_argument("--ivf-threshold", type=non_negative_int, default=200_000,
@@ -368,7 +369,7 @@ def experiment(command: Command) -> Experiment:
         batch_size=command.batch_size or spec.inference_batch_size,
         progress=not command.quiet and sys.stderr.isatty(), descriptor_store=command.descriptor_store,
         search=SearchSettings(index=command.index, nlist=command.nlist, nprobe=command.nprobe,
-                              ivf_threshold=command.ivf_threshold),
+                              ivf_threshold=command.ivf_threshold, device=str(device)),
     )
     return Experiment(
         spec=spec,

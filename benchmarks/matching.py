@@ -2,9 +2,11 @@
 
 For each pool size N, descriptor length L and number of centres Q, the top-K of every centre
 is found by (a) exact FAISS on CPU (IndexFlatIP), (b) IVF on CPU (IndexIVFFlat, with its
-recall@K against exact), (c) exact FAISS on GPU when faiss has GPUs, and (d) the original
+recall@K against exact), (c) exact FAISS on GPU when faiss has GPUs, (d) the original
 method's brute force: chunked torch matmul of centres x pool chunk, torch.topk, top-K merged
-across chunks. Times are reported as ratios to (a), measured in the same run.
+across chunks, and (e) FKAL's exact torch matcher (common/torch_search.py) on --device (bfloat16
+shortlists re-ranked in float32 on CUDA), checked id for id against (a). Times are reported as
+ratios to (a), measured in the same run.
 
 Every measurement runs in a fresh child process (this script with --child), so its peak
 resident memory is its own: the child's VmHWM (its ru_maxrss would include the parent's size
@@ -18,6 +20,7 @@ is stopped, and larger ones (or ones whose exact-search work clearly exceeds the
 
     python benchmarks/matching.py --quick
     python benchmarks/matching.py --sizes 10000,100000,500000 --dims 80,768 --centres 125,4000 --threads 1
+    python benchmarks/matching.py --device cuda --sizes 1281167 --dims 768 --centres 64000   # the ImageNet case
 """
 from __future__ import annotations
 
@@ -43,7 +46,7 @@ sys.path.insert(0, str(REPO))
 from common import search
 from common.search import SearchSettings
 
-METHODS = ("exact-cpu", "ivf-cpu", "exact-gpu", "torch-brute")
+METHODS = ("exact-cpu", "ivf-cpu", "exact-gpu", "torch-brute", "torch-exact")
 GENERATION_CHUNK = 65536
 
 
@@ -63,6 +66,7 @@ def get_args_parser() -> argparse.ArgumentParser:
                         help="std of the per-dimension noise around a cluster mean (means have std 1)")
     parser.add_argument("--time-cap", type=float, default=600.0,
                         help="seconds one measurement may take; slower ones are stopped and larger ones skipped")
+    parser.add_argument("--device", default="cpu", help="where the torch matcher (e) runs: cpu or cuda")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--scratch", type=Path, default=None,
                         help="where the temporary pool files go (default: the system temp folder)")
@@ -140,7 +144,7 @@ def measure(spec: dict) -> dict:
     import faiss
 
     faiss.omp_set_num_threads(spec["threads"])
-    if spec["method"] == "torch-brute":
+    if spec["method"].startswith("torch"):
         import torch
 
         torch.set_num_threads(spec["threads"])
@@ -151,6 +155,10 @@ def measure(spec: dict) -> dict:
     began = time.perf_counter()
     if spec["method"] == "torch-brute":
         _, ids = torch_brute_force(pool, queries, spec["k"])
+    elif spec["method"] == "torch-exact":
+        from common.torch_search import torch_top_k
+
+        _, ids = torch_top_k(pool, queries, spec["k"], spec["device"])  # returns on the host: synchronised
     else:
         settings = SearchSettings(index="ivf" if spec["method"] == "ivf-cpu" else "exact", nlist=spec["nlist"],
                                   nprobe=spec["nprobe"], train_sample=spec["train_sample"])
@@ -252,7 +260,7 @@ class Grid:
                 continue
             spec = {"method": method, "pool": str(pool_path), "queries": str(query_path), "k": args.k,
                     "threads": args.threads, "nlist": args.nlist, "nprobe": args.nprobe,
-                    "train_sample": args.train_sample, "seed": args.seed,
+                    "train_sample": args.train_sample, "seed": args.seed, "device": args.device,
                     "ids": str(self.scratch / f"ids-{method}.npy")}
             outcomes[method] = run_child(spec, args.time_cap)
             result = outcomes[method].result
@@ -261,7 +269,7 @@ class Grid:
                 continue
             result["ids"] = np.load(spec["ids"])
             self.base_mb[method] = result["base_mb"]
-            if method in ("exact-cpu", "torch-brute"):
+            if method in ("exact-cpu", "torch-brute", "torch-exact"):
                 rate = size * length * count / result["seconds"]
                 self.rates[method] = max(self.rates.get(method, 0.0), rate)
         exact = next((outcomes[m].result for m in ("exact-cpu", "torch-brute", "exact-gpu")
@@ -269,6 +277,9 @@ class Grid:
         ivf = outcomes["ivf-cpu"].result
         if ivf is not None and exact is not None:
             ivf["recall"] = search.recall_at_k(exact["ids"], ivf["ids"])
+        ours, faiss_exact = outcomes["torch-exact"].result, outcomes["exact-cpu"].result
+        if ours is not None and faiss_exact is not None:
+            ours["differing"] = int((ours["ids"] != faiss_exact["ids"]).any(axis=1).sum())
         return outcomes
 
 
@@ -308,28 +319,31 @@ def main(args: argparse.Namespace) -> None:
 
 
 HEADER = ("| N | L | Q | exact FAISS CPU | IVF CPU | IVF nlist / nprobe | IVF recall@{k} | exact FAISS GPU "
-          "| torch brute force |\n|---|---|---|---|---|---|---|---|---|")
+          "| torch brute force | torch exact ({device}) | centres whose ids differ from FAISS exact |\n"
+          "|---|---|---|---|---|---|---|---|---|---|---|")
 
 
 def format_row(row: tuple) -> str:
     size, length, count, outcomes, note = row
     if note:
-        return f"| {size} | {length} | {count} | {note} | - | - | - | - | - |"
+        return f"| {size} | {length} | {count} | {note} | - | - | - | - | - | - | - |"
     exact = outcomes["exact-cpu"].result
     reference = exact["seconds"] if exact else None
     ivf = outcomes["ivf-cpu"].result
     lists = f"{ivf['nlist']} / {ivf['nprobe']}" if ivf else "-"
     recall = f"{ivf['recall']:.4f}" if ivf and "recall" in ivf else "-"
     gpu = outcomes["exact-gpu"]
+    ours = outcomes["torch-exact"].result
     return (f"| {size} | {length} | {count} | {cell(outcomes['exact-cpu'], None)} "
             f"| {cell(outcomes['ivf-cpu'], reference)} | {lists} | {recall} | {cell(gpu, reference)} "
-            f"| {cell(outcomes['torch-brute'], reference)} |")
+            f"| {cell(outcomes['torch-brute'], reference)} | {cell(outcomes['torch-exact'], reference)} "
+            f"| {ours['differing'] if ours and 'differing' in ours else '-'} |")
 
 
 def render(rows: list[tuple], args: argparse.Namespace, machine: str, base_mb: dict, seconds: float) -> str:
     bases = ", ".join(f"{method} {mb:.0f} MB" for method, mb in base_mb.items())
     lines = [
-        "# Matching search: exact FAISS, IVF, GPU and the original torch brute force",
+        "# Matching search: exact FAISS, IVF, GPU, the original torch brute force and FKAL's exact torch matcher",
         "",
         (f"Measured {datetime.date.today().isoformat()} on {machine}; {args.threads} CPU thread(s) per "
          f"measurement; top-K = {args.k}; IVF nprobe {args.nprobe}, nlist "
@@ -344,7 +358,7 @@ def render(rows: list[tuple], args: argparse.Namespace, machine: str, base_mb: d
         "",
         "Command: `python benchmarks/matching.py " + " ".join(sys.argv[1:]) + "`",
         "",
-        HEADER.format(k=args.k),
+        HEADER.format(k=args.k, device=args.device),
         *(format_row(row) for row in rows),
         "",
     ]

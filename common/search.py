@@ -1,6 +1,8 @@
-"""Inner-product nearest-neighbour search with FAISS (docs/method.md#matching, step 3).
+"""Inner-product nearest-neighbour search with FAISS or PyTorch (docs/method.md#matching, step 3).
 
-Exact (IndexFlatIP) by default, on GPU when faiss-gpu and a GPU exist. On CPU, pools of
+Exact (IndexFlatIP) by default, on GPU when faiss-gpu and a GPU exist; on a CUDA device without faiss-gpu
+(CUDA 13 machines: faiss-gpu wheels are CUDA 12 builds) the exact chunked PyTorch search of
+common/torch_search.py on that device ("torch", which any device may also ask for). On CPU, pools of
 `ivf_threshold` rows or more ("auto"), or any pool with index="ivf", get an approximate
 inverted-file index (IndexIVFFlat, inner product): k-means lists trained on a seeded sample,
 `nprobe` of them searched per query. Vectors are added in chunks, so a float64 or
@@ -14,7 +16,7 @@ from dataclasses import dataclass
 import faiss
 import numpy as np
 
-INDEX_KINDS = ("auto", "exact", "ivf")
+INDEX_KINDS = ("auto", "exact", "ivf", "torch")
 ADD_CHUNK = 65536  # rows converted to contiguous float32 and added at a time
 MIN_POINTS_PER_LIST = 39  # FAISS k-means warns below 39 training points per centroid
 
@@ -23,12 +25,13 @@ MIN_POINTS_PER_LIST = 39  # FAISS k-means warns below 39 training points per cen
 class SearchSettings:
     """Which index the matching uses.
 
-    index: "auto", "exact" or "ivf". "auto" uses IVF only on CPU, for pools of `ivf_threshold`
+    index: "auto", "exact", "ivf" or "torch". "auto" uses IVF only on CPU, for pools of `ivf_threshold`
     rows or more searched by at least `ivf_queries_per_list` x nlist queries: building the lists
     costs about N x nlist dot products, which only many queries pay back (benchmarks/matching.py:
     at 500k x 80, 4000 queries run 1.9x slower with IVF, 64000 queries 5.4x faster).
     nlist: IVF lists (None: about 4·sqrt(N)); nprobe: lists searched per query; train_sample:
-    at most this many rows train the IVF lists.
+    at most this many rows train the IVF lists. device: where the acquisition runs ("cuda" makes
+    "auto" and "exact" search with PyTorch on the GPU when faiss has none).
     """
 
     index: str = "auto"
@@ -37,6 +40,7 @@ class SearchSettings:
     ivf_threshold: int = 200_000
     train_sample: int = 100_000
     ivf_queries_per_list: float = 4.0
+    device: str = "cpu"
 
     def __post_init__(self) -> None:
         if self.index not in INDEX_KINDS:
@@ -189,21 +193,36 @@ def sample_recall(
     return recall_at_k(exact_ids, approx_ids)
 
 
+def uses_torch(settings: SearchSettings, faiss_gpu: bool) -> bool:
+    """Whether the search runs in PyTorch: asked for ("torch"), or exact search on a CUDA device that faiss
+    cannot use (IVF, asked for, stays FAISS on the CPU)."""
+    if settings.index == "torch":
+        return True
+    return settings.device.startswith("cuda") and not faiss_gpu and settings.index != "ivf"
+
+
 class PoolSearch:
     """Top-k search over a pool, by the cheapest path that keeps memory bounded:
-    an IVF index (see SearchSettings), an exact index (GPU when available), or, for a
-    disk-backed (memmap) pool on CPU, an exact scan of float32 chunks that never loads the pool."""
+    an IVF index (see SearchSettings), an exact index (GPU when available), exact chunked PyTorch search
+    on a CUDA device faiss cannot use, or, for a disk-backed (memmap) pool on CPU, an exact scan of
+    float32 chunks that never loads the pool."""
 
     def __init__(self, pool: np.ndarray, settings: SearchSettings = DEFAULT_SETTINGS, queries: int | None = None,
                  rng_seed: int = 0) -> None:
         gpu = gpu_available()
-        self.pool = pool
-        self.streamed = isinstance(pool, np.memmap) and not gpu and not settings.uses_ivf(len(pool), gpu, queries)
+        self.pool, self.device = pool, settings.device
+        self.torch = uses_torch(settings, gpu)
+        self.streamed = self.torch or (isinstance(pool, np.memmap) and not gpu
+                                       and not settings.uses_ivf(len(pool), gpu, queries))
         self.index = None if self.streamed else build_index(pool, settings, rng_seed, gpu, queries)
         self.approximate = self.index is not None and faiss.try_extract_index_ivf(self.index) is not None
 
     def top_k(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Similarities [Q, k] (descending) and pool rows [Q, k] (-1 pads a short IVF list)."""
+        if self.torch:
+            from common.torch_search import torch_top_k  # noqa: PLC0415  (torch: only where it searches)
+
+            return torch_top_k(self.pool, queries, k, self.device)
         return exact_top_k(self.pool, queries, k) if self.streamed else search(self.index, queries, k)
 
     def widen(self) -> bool:

@@ -19,7 +19,7 @@ The caller records the model version and the batch in one transaction (Project.r
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
@@ -178,7 +178,7 @@ def next_step(spec: DatasetSpec, pool: Images, labelled: np.ndarray, classes: np
             options=AcquisitionOptions(
                 device=device, descriptor_layers=spec.descriptor_layers[spec.default_layer_set],
                 feature_layer=spec.penultimate, top_k=spec.top_k, batch_size=spec.inference_batch_size,
-                progress=progress, descriptor_store="auto", search=DEFAULT_SETTINGS),
+                progress=progress, descriptor_store="auto", search=replace(DEFAULT_SETTINGS, device=str(device))),
             scratch=scratch, trained_before=True,
         )
         chosen, _seconds = loop.acquire(strategy, state, method)
