@@ -26,6 +26,7 @@ from common.cli import (
     float_list,
     int_list,
     non_negative_int,
+    positive_float,
     positive_int,
 )
 from common.datasets import DATASETS, DatasetSpec
@@ -145,6 +146,10 @@ def get_args_parser() -> argparse.ArgumentParser:
     system.add_argument("--quiet", action="store_true", help="no progress bars or per-iteration lines")
     system.add_argument("--executor", choices=asynchronous_experiment.EXECUTORS, default="local",
                         help="central runs: one after the other here, or one Ray task per method run")
+    system.add_argument("--gpus-per-task", type=positive_float, default=None,
+                        help="--executor ray: the GPU share each method run asks Ray for (e.g. 0.25: four small "
+                             "models side by side on one GPU; Ray schedules them and sets CUDA_VISIBLE_DEVICES); "
+                             "default: none")
     system.add_argument("--ray-address", default=None,
                         help="Ray cluster for asynchronous runs and --executor ray ('auto': the one `ray start "
                              "--head` started here, or HOST:PORT; default: a private Ray on this machine)")
@@ -194,6 +199,7 @@ class Command:
     quiet: bool
     executor: str
     ray_address: str | None
+    gpus_per_task: float | None = None
     federated: FederatedFlags = field(default_factory=FederatedFlags)
     asynchronous: AsynchronousFlags = field(default_factory=AsynchronousFlags)
     given: frozenset[str] = frozenset()
@@ -279,6 +285,12 @@ def check_mode_flags(command: Command) -> None:
         if current == "federated" and dest in NOT_FEDERATED:
             raise UserError(f"{flag} is a flag of central and asynchronous runs; federated runs do not use it "
                             f"(they train one global model); run without it")
+    if command.gpus_per_task is not None and (command.executor != "ray" or current != "central"):
+        raise UserError("--gpus-per-task is a flag of central runs with --executor ray (Ray schedules the runs "
+                        "onto GPU shares); add --executor ray, or leave it out")
+    if command.gpus_per_task is not None and command.device == "cpu":
+        raise UserError("--gpus-per-task asks Ray for GPU shares, but --device cpu trains on the CPU; use "
+                        "--device cuda (or auto)")
     if "ray_address" in given and current != "asynchronous" and command.executor != "ray":
         raise UserError("--ray-address is a flag of asynchronous runs (--async-workers 1 or more) and of "
                         "--executor ray; this command uses no Ray")
@@ -433,7 +445,7 @@ def run_central(command: Command, exp: Experiment) -> None:
         started = executor.connect(command.ray_address)
         try:
             executor.run_grid([replace(job, options=replace(job.options, progress=False)) for job in jobs],
-                              command.threads or 1, exp.log)
+                              command.threads or 1, exp.log, command.gpus_per_task or 0.0)
         finally:
             if started:
                 executor.shutdown()

@@ -80,18 +80,29 @@ def shutdown() -> None:
     ray.shutdown()
 
 
-def _central_task(job: CentralJob, threads: int) -> int:
-    """One method run of the grid inside a Ray worker: returns its finished iterations."""
-    set_cpu_threads(threads)
-    return len(run_central_job(job))
-
-
-def run_grid(jobs: list[CentralJob], threads: int, log: Callable[[str], None]) -> None:
-    """Every job as a Ray task of one CPU, all submitted at once; waits for all, then raises the first error
-    (a UserError raised in a task stays one line)."""
+def _central_task(job: CentralJob, threads: int) -> tuple[int, list]:
+    """One method run of the grid inside a Ray worker: its finished iterations and the GPUs Ray gave it."""
     import ray  # noqa: PLC0415
 
-    task = ray.remote(num_cpus=1, max_retries=1)(_central_task)
+    set_cpu_threads(threads)
+    return len(run_central_job(job)), [str(gpu) for gpu in ray.get_gpu_ids()]
+
+
+def check_gpu_share(requested: float, cluster_gpus: float) -> None:
+    """A task asking for more GPU than the whole cluster has would wait for ever: a one-line error instead."""
+    if requested > cluster_gpus:
+        raise UserError(f"--gpus-per-task {requested:g}: the Ray cluster has {cluster_gpus:g} GPU(s), so no run "
+                        "could ever start; use a machine or cluster with GPUs, or leave the flag out")
+
+
+def run_grid(jobs: list[CentralJob], threads: int, log: Callable[[str], None], gpus_per_task: float = 0.0) -> None:
+    """Every job as a Ray task of one CPU (and `gpus_per_task` of a GPU: small models share one), all submitted
+    at once; waits for all, then raises the first error (a UserError raised in a task stays one line)."""
+    import ray  # noqa: PLC0415
+
+    if gpus_per_task:
+        check_gpu_share(gpus_per_task, ray.cluster_resources().get("GPU", 0.0))
+    task = ray.remote(num_cpus=1, num_gpus=gpus_per_task, max_retries=1)(_central_task)
     pending = {task.remote(job, threads): job for job in jobs}
     errors = []
     while pending:
@@ -100,7 +111,8 @@ def run_grid(jobs: list[CentralJob], threads: int, log: Callable[[str], None]) -
             job = pending.pop(ref)
             name = f"{job.protocol.dataset} run{job.run} unsup{job.settings.unsupervised} {job.settings.method}"
             try:
-                log(f"[ray] {name}: {ray.get(ref)} iterations finished")
+                finished, gpus = ray.get(ref)
+                log(f"[ray] {name}: {finished} iterations finished" + (f" (GPU {','.join(gpus)})" if gpus else ""))
             except ray.exceptions.RayError as error:
                 cause = getattr(error, "cause", None)
                 errors.append(UserError(str(cause)) if isinstance(cause, UserError) else error)

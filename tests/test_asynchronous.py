@@ -288,6 +288,9 @@ def test_protocol_variant_names_folders_and_old_protocols_stay_valid(tmp_path, d
     (["--async-workers", "3", "--initial"], "--initial"),
     (["--async-workers", "3", "--executor", "ray"], "--executor ray"),
     (["--async-workers", "3", "--query-batch", "100", "--trainings", "50"], "exhaust the pool"),
+    (["--gpus-per-task", "0.5"], "--gpus-per-task is a flag of central runs with --executor ray"),
+    (["--gpus-per-task", "0.5", "--executor", "ray", "--device", "cpu"], "--device cpu trains on the CPU"),
+    (["--gpus-per-task", "0", "--executor", "ray"], "positive"),
 ])
 def test_bad_asynchronous_flags_are_one_line_errors(run_main, tmp_path, flags, expected):
     result = run_main("--out", tmp_path, "--dataset", "digits", "--quiet", *flags)
@@ -403,3 +406,32 @@ def test_executor_ray_grid_equals_the_local_executor(ray_cluster, run_main, tmp_
     again = run_main("--out", tmp_path / "ray", *grid, "--executor", "ray")  # resumes: nothing left to do
     assert again.returncode == 0 and read_lines(tmp_path / "ray" / path) == distributed
     assert set(METRICS_FIELDS) <= set(local[0])
+    no_gpu = run_main("--out", tmp_path / "gpu", *grid, "--executor", "ray", "--gpus-per-task", "0.5", "--device", "auto")
+    assert "the Ray cluster has 0 GPU(s)" in assert_one_line_error(no_gpu)  # refused, not waiting for ever
+
+
+def test_gpus_per_task_schedules_the_grid_on_gpu_shares_with_the_local_results(ray_cluster, run_main, tmp_path):
+    """A Ray whose one GPU is logical (this machine has none): four runs ask for half a GPU each, Ray hands
+    each GPU 0 (two at a time) and the results equal the local executor's."""
+    import ray
+
+    from asynchronous import executor
+
+    ray.shutdown()
+    ray.init(address="local", num_cpus=2, num_gpus=1, object_store_memory=executor.OBJECT_STORE_BYTES,
+             include_dashboard=False, log_to_driver=False)
+    try:
+        grid = [*FAST_FLAGS, "--dataset", "digits", "--methods", "random,entropy", "--runs", "2", "--threads", "1"]
+        assert run_main("--out", tmp_path / "local", *grid).returncode == 0
+        command = planning.parse(["--out", str(tmp_path / "ray"), *grid, "--executor", "ray", "--gpus-per-task",
+                                  "0.5", "--device", "auto"])
+        exp = planning.experiment(command)
+        lines: list[str] = []
+        executor.run_grid(planning.central_jobs(command, exp), 1, lines.append, command.gpus_per_task)
+        assert sum("iterations finished (GPU 0)" in line for line in lines) == 4, lines
+        for run in (0, 1):
+            for method in ("random", "entropy"):
+                path = Path("digits") / "ir10_val20" / f"run{run}" / "unsup0" / method / "metrics.jsonl"
+                assert timeless(read_lines(tmp_path / "ray" / path)) == timeless(read_lines(tmp_path / "local" / path))
+    finally:
+        ray.shutdown()
