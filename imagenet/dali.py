@@ -2,7 +2,7 @@
 
 Chosen automatically (imagenet/__init__.py) when DALI is installed and PyTorch sees a GPU; on a
 CPU run the same source falls back to the DataLoader path of FolderImages. Install with
-requirements-gpu.txt.
+requirements-gpu-cuda12.txt or requirements-gpu-cuda13.txt.
 """
 from __future__ import annotations
 
