@@ -1,6 +1,7 @@
 """Training and evaluation of the task model (docs/method.md#active-learning-loop). Plain loops, no framework."""
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Iterator, Sequence
 
@@ -45,10 +46,14 @@ def model_input(to_input: ToInput, images: torch.Tensor, device: torch.device) -
     return to_input(images.to(device, non_blocking=True)).contiguous(memory_format=torch.channels_last)
 
 
+PRECISION_VARIABLE = "FKAL_PRECISION"  # "float32" turns CUDA's bfloat16 autocast off (gpu_check's agreement check)
+
+
 def mixed_precision(device: torch.device) -> torch.autocast:
     """bfloat16 autocast on CUDA (tensor cores, half the activation memory; no loss scaling needed),
-    full precision on the CPU."""
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+    full precision on the CPU, or anywhere when FKAL_PRECISION=float32."""
+    enabled = device.type == "cuda" and os.environ.get(PRECISION_VARIABLE, "bfloat16") != "float32"
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=enabled)
 
 
 def set_cpu_threads(count: int) -> None:
