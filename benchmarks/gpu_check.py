@@ -11,6 +11,7 @@ at tiny sizes (the test suite does that, so the script cannot rot). Sections, ea
   grid         random + entropy x 2 runs: the local executor against --executor ray with --gpus-per-task
                0.25 (CPU: plain Ray tasks), the seconds of each and whether their results are equal
   bf16         fk-nn with bfloat16 autocast against FKAL_PRECISION=float32: how many of its picks agree
+  batched      a grid's LeNets trained as one vmapped model against one by one (benchmarks/batched_training.py)
 The report goes to --out (default benchmarks/results/gpu.md).
 
     python benchmarks/gpu_check.py --device cuda
@@ -146,8 +147,17 @@ def bf16_agreement(work: Path, device: str, tiny: bool) -> list[str]:
             f"iteration 1 {shared[1]:.0%}{note}."]
 
 
+def batched(_work: Path, device: str, tiny: bool) -> list[str]:
+    import torch
+
+    from benchmarks.batched_training import table
+
+    counts, labels, epochs = ([4], [50], 1) if tiny else ([8, 40], [125, 1000], 5)
+    return table(torch.device(device), counts, labels, epochs)
+
+
 SECTIONS = {"strategies": strategies, "descriptors": descriptors, "matching": None, "grid": grid,
-            "bf16": bf16_agreement}
+            "bf16": bf16_agreement, "batched": batched}
 
 
 def machine(device: str) -> str:

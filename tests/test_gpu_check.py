@@ -15,7 +15,7 @@ def test_the_gpu_check_runs_every_section_on_the_cpu(tmp_path):
                           text=True, timeout=900)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     text = report.read_text()
-    for section in ("strategies", "descriptors", "matching", "grid", "bf16"):
+    for section in ("strategies", "descriptors", "matching", "grid", "bf16", "batched"):
         assert f"## {section} (" in text
     assert "FAILED" not in text
     methods = [line.split("|")[1].strip() for line in text.split("## strategies")[1].split("##")[0].splitlines()
@@ -25,3 +25,4 @@ def test_the_gpu_check_runs_every_section_on_the_cpu(tmp_path):
                 or line.startswith("| 20")]
     assert len(matching) == 2 and all(line.split("|")[6].strip() == "0" for line in matching)  # equals FAISS exact
     assert "results equal: yes" in text and "iteration 0 100%, iteration 1 100%" in text
+    assert "| 4 | 50 |" in text.split("## batched")[1]
