@@ -21,7 +21,7 @@ from common.strategies.base import STRATEGIES, AcquisitionState, Strategy
 CHUNK_ELEMENTS = 1 << 24  # at most 16M distances (128 MB in float64) held at once
 
 
-def _features(state: AcquisitionState, positions: np.ndarray, model: torch.nn.Module | None = None,
+def pool_features(state: AcquisitionState, positions: np.ndarray, model: torch.nn.Module | None = None,
               ) -> tuple[np.ndarray, np.ndarray]:
     """Penultimate features [N, D] (float64) and softmax [N, C] of pool images at `positions`, by `model`
     (default: the first of the state's models)."""
@@ -38,7 +38,7 @@ def gradient_embedding_factors(state: AcquisitionState, positions: np.ndarray, m
                                ) -> tuple[np.ndarray, np.ndarray]:
     """BADGE's last-layer gradient embeddings for the predicted label, as their two factors: scales
     p - onehot(y_hat) [N, C] and penultimate features h [N, D] (embedding = scales (x) h)."""
-    features, probs = _features(state, positions, model)
+    features, probs = pool_features(state, positions, model)
     scales = probs.copy()
     scales[np.arange(len(scales)), probs.argmax(axis=1)] -= 1.0  # dCE/dlogits for y_hat: p - onehot
     return scales, features
@@ -85,8 +85,8 @@ class CoresetStrategy(Strategy):
 
     def select(self, state: AcquisitionState) -> np.ndarray:
         labelled = np.setdiff1d(np.arange(len(state.pool)), state.unlabelled)
-        unlabelled_features, _ = _features(state, state.unlabelled)
-        labelled_features = _features(state, labelled)[0] if len(labelled) else np.empty((0, 0))
+        unlabelled_features, _ = pool_features(state, state.unlabelled)
+        labelled_features = pool_features(state, labelled)[0] if len(labelled) else np.empty((0, 0))
         return state.unlabelled[greedy_k_centre(unlabelled_features, labelled_features, state.budget, state.rng)]
 
 
