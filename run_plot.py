@@ -4,7 +4,9 @@ Reads every metrics.jsonl under <out>/<dataset>/ and, for each setting (imbalanc
 size, initial model), draws test, minority-class and balanced accuracy against labelled count
 (mean +- 1 std over runs, run counts in the legend), the all-train reference when it was run,
 and the label-savings table. Writes PNG + PDF plots, a CSV of the aggregated numbers and a
-Markdown table into <out>/<dataset>/plots/. Federated runs add per-round curves; asynchronous runs
+Markdown file of the label-savings tables and the AUBC tables (normalised area under each method's
+budget curve over the label range every method covers, mean ± std over runs, per metric) into
+<out>/<dataset>/plots/. Federated runs add per-round curves; asynchronous runs
 (AAL) add sync vs async accuracy per setting and the mean query wait against the query batch size.
 """
 from __future__ import annotations
@@ -23,8 +25,8 @@ from common.errors import UserError  # noqa: E402
 from common.methods import is_reference  # noqa: E402
 from common.naming import LOCAL_DATA, imbalance_name, protocol_name  # noqa: E402
 from common.reporting import (  # noqa: E402
-    METRICS, Curve, aggregate, label_savings, load_queries, load_records, load_rounds, query_waits,
-    round_curves, safe_name, savings_markdown,
+    METRICS, Curve, aggregate, aubc_markdown, aubc_rows, label_savings, load_queries, load_records, load_rounds,
+    query_waits, round_curves, safe_name, savings_markdown,
 )
 
 
@@ -107,6 +109,7 @@ def report(records: list[dict], dataset: str, folder: Path, count_validation: bo
     x_name = "labelled pool + validation images" if count_validation else "labelled pool images"
     per_setting = curves_per_setting(records, count_validation)
     counted = curves_per_setting(records, True)
+    areas = {metric: aubc_rows(records, metric) for metric in metrics}
     written = []
     for setting, per_metric in sorted(per_setting.items(), key=str):
         tables = [savings_table(counted[setting][metric], target, metric) for metric in metrics]
@@ -122,7 +125,8 @@ def report(records: list[dict], dataset: str, folder: Path, count_validation: bo
             written.append(folder / f"curves_{stem}{suffix}")
         pyplot().close(figure)
         markdown = folder / f"savings_{setting_stem(setting, False)}.md"
-        markdown.write_text(f"# {title}\n\n" + "\n\n".join(table for table, _ in tables) + "\n")
+        area_tables = [aubc_markdown(*areas[metric][setting], metric) for metric in metrics if setting in areas[metric]]
+        markdown.write_text(f"# {title}\n\n" + "\n\n".join([table for table, _ in tables] + area_tables) + "\n")
         written.append(markdown)
     csv_path = folder / ("curves_countval.csv" if count_validation else "curves.csv")
     write_csv(csv_path, per_setting)

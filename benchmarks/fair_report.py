@@ -13,7 +13,8 @@ from pathlib import Path
 
 from benchmarks.reports import RESULTS
 from common.reporting import (
-    METRICS, Curve, aggregate, decide, decision_markdown, load_records, method_label, setting_key,
+    METRICS, Curve, aggregate, aubc_markdown, aubc_rows, decide, decision_markdown, load_records, method_label,
+    setting_key,
 )
 from run_plot import report, variant_title
 
@@ -45,15 +46,27 @@ def budgets_with_points(curves: dict[tuple[int, str], Curve], budgets: tuple[int
             if any(((curve.x > low) & (curve.x <= budget)).any() for curve in curves.values())]
 
 
+def protocol_of(record: dict) -> tuple:
+    """(imbalance, initial model, protocol variant): what one decision table covers."""
+    imbalance, _val_per_class, unsupervised, variant = setting_key(record)
+    return imbalance, unsupervised, variant
+
+
+def curve_name(record: dict) -> str:
+    return f"{method_label(record)} (val {record.get('val_per_class')}/class)"
+
+
 def decision_tables(records: list[dict]) -> str:
     sections = []
     for metric in DECISION_METRICS:
+        areas = aubc_rows(records, metric, group=protocol_of, name=curve_name)
         for protocol, curves in sorted(decision_curves(records, metric).items(), key=str):
             decisions = [d for d in (decide(curves, budget) for budget in budgets_with_points(curves))
                          if d is not None]
             if decisions:
+                area = f"\n\n{aubc_markdown(*areas[protocol], metric)}" if protocol in areas else ""
                 sections.append(f"### {METRICS[metric]}: {protocol_title(*protocol)}\n\n"
-                                f"{decision_markdown(decisions, metric)}")
+                                f"{decision_markdown(decisions, metric)}{area}")
     return "\n\n".join(sections)
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -332,3 +333,64 @@ def confusion_matrix(predicted: np.ndarray, truth: np.ndarray, num_classes: int)
 def safe_name(text: str) -> str:
     """A file name made only of letters, digits, '.', '_' and '-' (safe on every file system)."""
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_") or "unnamed"
+
+
+def aubc(x: np.ndarray, values: np.ndarray, low: float, high: float) -> float:
+    """Normalised area under a budget curve on [low, high]: the trapezoid area of `values` against `x`
+    (linearly interpolated at the ends, held constant outside the measured range) divided by high - low, so
+    a curve at accuracy a everywhere scores a. NaN when the curve has no finite point."""
+    finite = np.isfinite(values)
+    x, values = np.asarray(x, dtype=float)[finite], np.asarray(values, dtype=float)[finite]
+    if not len(x):
+        return float("nan")
+    if high <= low:
+        return float(np.interp(low, x, values))
+    inside = (x > low) & (x < high)
+    grid = np.concatenate([[low], x[inside], [high]])
+    heights = np.interp(grid, x, values)
+    return float(np.sum(np.diff(grid) * (heights[1:] + heights[:-1]) / 2) / (high - low))
+
+
+@dataclass(frozen=True)
+class AreaRow:
+    """A method's AUBC over a shared label range: mean and std over its runs."""
+
+    label: str
+    mean: float
+    std: float
+    runs: int
+
+
+def aubc_rows(records: list[dict], metric: str, count_validation: bool = True,
+              group: Callable[[dict], tuple] = setting_key, name: Callable[[dict], str] = method_label,
+              ) -> dict[tuple, tuple[tuple, list]]:
+    """Per group (default: per setting): ((low, high), [AreaRow best first]) — every curve's runs (curves
+    named by `name`, default the method label) scored on the label range all of the group's active-learning
+    curves cover (the latest first point to the earliest last one), so the areas compare like for like.
+    Labels count validation images with `count_validation`."""
+    runs: dict[tuple, dict[str, dict[int, dict[int, float]]]] = defaultdict(lambda: defaultdict(lambda: defaultdict(dict)))
+    for record in records:
+        value = record.get(metric)
+        if is_reference(method_label(record)) or value is None:
+            continue
+        x = record["labelled"] + (record.get("validation_labels", 0) if count_validation else 0)
+        runs[group(record)][name(record)][record["run"]][x] = float(value)
+    result = {}
+    for setting, by_label in runs.items():
+        spans = [(min(points), max(points)) for per_run in by_label.values() for points in per_run.values()]
+        low, high = max(s[0] for s in spans), min(s[1] for s in spans)
+        rows = []
+        for label, per_run in by_label.items():
+            areas = [aubc(np.array(sorted(points)), np.array([points[x] for x in sorted(points)]), low, high)
+                     for points in per_run.values()]
+            rows.append(AreaRow(label, float(np.nanmean(areas)), float(np.nanstd(areas)), len(areas)))
+        result[setting] = ((low, high), sorted(rows, key=lambda r: (-r.mean, r.label)))
+    return result
+
+
+def aubc_markdown(span: tuple[float, float], rows: list[AreaRow], metric: str) -> str:
+    low, high = span
+    lines = [f"AUBC of {METRICS[metric]} (normalised area under the budget curve, {low:g} to {high:g} labels, every "
+             "label counted; mean ± std over runs):", "", "| method | AUBC | runs |", "|---|---|---|"]
+    lines += [f"| {r.label} | {r.mean:.4f} ± {r.std:.4f} | {r.runs} |" for r in rows]
+    return "\n".join(lines)

@@ -604,3 +604,31 @@ def test_reports_load_neither_torch_nor_faiss_nor_matplotlib_to_start():
     helped = subprocess.run([sys.executable, "run_plot.py", "--help"], cwd=REPO_ROOT, capture_output=True, text=True,
                             timeout=60)
     assert helped.returncode == 0 and "usage: run_plot.py" in helped.stdout
+
+
+def test_aubc_of_known_curves():
+    from common.reporting import aubc
+
+    assert aubc(np.array([0, 50, 100]), np.array([0.7, 0.7, 0.7]), 0, 100) == pytest.approx(0.7)
+    assert aubc(np.array([0, 100]), np.array([0.0, 1.0]), 0, 100) == pytest.approx(0.5)
+    # interpolated at both ends of the range: (25 * 0.75 + 25 * 1.0) / 50
+    assert aubc(np.array([0, 50, 100]), np.array([0.0, 1.0, 1.0]), 25, 75) == pytest.approx(0.875)
+    assert aubc(np.array([10, 20]), np.array([np.nan, 0.4]), 10, 20) == pytest.approx(0.4)  # NaN points ignored
+
+
+def test_aubc_rows_score_every_method_on_the_range_all_methods_cover():
+    from common.reporting import aubc_markdown, aubc_rows
+
+    def record(method, run, labelled, accuracy):
+        return {"method": method, "run": run, "labelled": labelled, "validation_labels": 0, "imbalance": 10,
+                "val_per_class": 20, "unsupervised": 0, "balanced_acc": accuracy}
+
+    records = [record("a", run, x, x / 100 + run / 10) for run in (0, 1) for x in (0, 50, 100)]
+    records += [record("b", 0, x, 0.3) for x in (25, 75, 125)]  # covers 25-125: the shared range is 25-100
+    (span, rows), = aubc_rows(records, "balanced_acc").values()
+    assert span == (25, 100)
+    first, second = rows
+    assert (first.label, second.label) == ("a", "b")
+    assert first.mean == pytest.approx((0.625 + 0.725) / 2) and first.std == pytest.approx(0.05) and first.runs == 2
+    assert second.mean == pytest.approx(0.3) and second.runs == 1
+    assert "| a | 0.6750 ± 0.0500 | 2 |" in aubc_markdown(span, rows, "balanced_acc")
