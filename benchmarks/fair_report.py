@@ -1,7 +1,8 @@
 """The fair comparison's report: run_plot.py's curves and label-savings tables (every label counted,
 one table per metric) for each setting, and the decision tables: for each total label budget
 (pool + validation), the best method, the runner-up and their gap in std units, where FK stands,
-and how many labels FK needs to match the best baseline.
+and how many labels FK needs to match the best baseline; beside each, every curve's AUBC and the
+pairwise win matrix (at how many label counts a method beats another, paired t-test over runs).
 
 Written to benchmarks/results/fair_comparison.md; the plots and per-setting tables go to docs/.
 """
@@ -14,7 +15,7 @@ from pathlib import Path
 from benchmarks.reports import RESULTS
 from common.reporting import (
     METRICS, Curve, aggregate, aubc_markdown, aubc_rows, decide, decision_markdown, load_records, method_label,
-    setting_key,
+    setting_key, win_matrix, win_matrix_markdown,
 )
 from run_plot import report, variant_title
 
@@ -60,11 +61,13 @@ def decision_tables(records: list[dict]) -> str:
     sections = []
     for metric in DECISION_METRICS:
         areas = aubc_rows(records, metric, group=protocol_of, name=curve_name)
+        matrices = win_matrix(records, metric, group=protocol_of, name=curve_name)
         for protocol, curves in sorted(decision_curves(records, metric).items(), key=str):
             decisions = [d for d in (decide(curves, budget) for budget in budgets_with_points(curves))
                          if d is not None]
             if decisions:
                 area = f"\n\n{aubc_markdown(*areas[protocol], metric)}" if protocol in areas else ""
+                area += f"\n\n{win_matrix_markdown(*matrices[protocol], metric)}" if protocol in matrices else ""
                 sections.append(f"### {METRICS[metric]}: {protocol_title(*protocol)}\n\n"
                                 f"{decision_markdown(decisions, metric)}{area}")
     return "\n\n".join(sections)

@@ -394,3 +394,53 @@ def aubc_markdown(span: tuple[float, float], rows: list[AreaRow], metric: str) -
              "label counted; mean ± std over runs):", "", "| method | AUBC | runs |", "|---|---|---|"]
     lines += [f"| {r.label} | {r.mean:.4f} ± {r.std:.4f} | {r.runs} |" for r in rows]
     return "\n".join(lines)
+
+
+def win_matrix(records: list[dict], metric: str, group: Callable[[dict], tuple] = setting_key,
+               name: Callable[[dict], str] = method_label, alpha: float = 0.05,
+               ) -> dict[tuple, tuple[list[str], np.ndarray, np.ndarray]]:
+    """Per group: (curve names, wins [A, B], budgets compared [A, B]). A wins over B at a label count both
+    measured when, over the runs (seeds) both have there (at least 2), A's mean is higher and a paired t-test
+    gives p < `alpha`. Labels count every label (pool + validation)."""
+    from scipy.stats import ttest_rel
+
+    values: dict[tuple, dict[str, dict[int, dict[int, float]]]] = defaultdict(lambda: defaultdict(lambda: defaultdict(dict)))
+    for record in records:
+        value = record.get(metric)
+        if is_reference(method_label(record)) or value is None or not np.isfinite(value):
+            continue
+        x = record["labelled"] + record.get("validation_labels", 0)
+        values[group(record)][name(record)][x][record["run"]] = float(value)
+    result = {}
+    for key, curves in values.items():
+        names = sorted(curves)
+        wins = np.zeros((len(names), len(names)), dtype=int)
+        compared = np.zeros_like(wins)
+        for i, first in enumerate(names):
+            for j, second in enumerate(names):
+                if i == j:
+                    continue
+                for x in set(curves[first]) & set(curves[second]):
+                    runs = sorted(set(curves[first][x]) & set(curves[second][x]))
+                    if len(runs) < 2:
+                        continue
+                    a = np.array([curves[first][x][r] for r in runs])
+                    b = np.array([curves[second][x][r] for r in runs])
+                    compared[i, j] += 1
+                    differences = a - b
+                    if np.ptp(differences) < 1e-12:  # the same difference every run: t is infinite (or 0/0)
+                        wins[i, j] += int(differences[0] > 1e-12)
+                    elif differences.mean() > 0 and ttest_rel(a, b).pvalue < alpha:
+                        wins[i, j] += 1
+        result[key] = (names, wins, compared)
+    return result
+
+
+def win_matrix_markdown(names: list[str], wins: np.ndarray, compared: np.ndarray, metric: str) -> str:
+    lines = [f"Pairwise wins on {METRICS[metric]}: the row method beats the column method at how many of the label "
+             "counts both measured (paired t-test over runs, p < 0.05):", "",
+             "| method | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
+    for i, row in enumerate(names):
+        cells = ["-" if i == j else f"{wins[i, j]}/{compared[i, j]}" for j in range(len(names))]
+        lines.append(f"| {row} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)

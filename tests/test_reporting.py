@@ -632,3 +632,22 @@ def test_aubc_rows_score_every_method_on_the_range_all_methods_cover():
     assert first.mean == pytest.approx((0.625 + 0.725) / 2) and first.std == pytest.approx(0.05) and first.runs == 2
     assert second.mean == pytest.approx(0.3) and second.runs == 1
     assert "| a | 0.6750 ± 0.0500 | 2 |" in aubc_markdown(span, rows, "balanced_acc")
+
+
+def test_the_win_matrix_counts_budgets_won_by_a_paired_test_over_seeds():
+    from common.reporting import win_matrix, win_matrix_markdown
+
+    def record(method, run, labelled, accuracy):
+        return {"method": method, "run": run, "labelled": labelled, "validation_labels": 0, "imbalance": 10,
+                "val_per_class": 20, "unsupervised": 0, "test_acc": accuracy}
+
+    noise = [0.00, 0.01, -0.01, 0.02, -0.02]
+    records = [record("good", r, x, 0.8 + noise[r]) for r in range(5) for x in (100, 200, 300)]
+    records += [record("bad", r, x, 0.6 + noise[(r + 1) % 5]) for r in range(5) for x in (100, 200, 300)]
+    records += [record("same", r, x, 0.8 + noise[(r + 2) % 5]) for r in range(5) for x in (100, 200)]
+    (names, wins, compared), = win_matrix(records, "test_acc").values()
+    index = {name: i for i, name in enumerate(names)}
+    assert wins[index["good"], index["bad"]] == 3 and compared[index["good"], index["bad"]] == 3
+    assert wins[index["bad"], index["good"]] == 0
+    assert wins[index["good"], index["same"]] == 0 and compared[index["good"], index["same"]] == 2  # within noise
+    assert "| good | 3/3 | - | 0/2 |" in win_matrix_markdown(names, wins, compared, "test_acc")
