@@ -44,7 +44,7 @@ from common.experiment import (
 )
 from common.gen_descr import STORES
 from common.methods import ALL_TRAIN, is_reference
-from common.naming import LOCAL_DATA, imbalance_name, minority_set_name
+from common.naming import INITIAL_KINDS, LOCAL_DATA, imbalance_name, minority_set_name
 from common.schedule import Schedule
 from common.search import INDEX_KINDS, SearchSettings
 from common.seeding import numpy_rng
@@ -92,7 +92,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     runs.add_argument("--run-stop", type=positive_int, default=None, help="one past the last run index")
     runs.add_argument("--seed", type=non_negative_int, default=0, help="base seed")
     runs.add_argument("--initial", action="store_true",
-                      help="only create each run's random and rotation-pretrained initial models")
+                      help="only create each run's random and rotation-pretrained initial models (and the SimCLR "
+                           "one with --unsupervised 2)")
 
     al = parser.add_argument_group("active learning (docs/method.md#method)")
     al.add_argument("--methods", type=comma_list, default=None,
@@ -100,7 +101,8 @@ def get_args_parser() -> argparse.ArgumentParser:
                          f"{ALL_TRAIN} trains once on the whole labelled pool (the reference line) "
                          f"(default: {DEFAULT_METHODS}; asynchronous RA: {','.join(asynchronous_experiment.RA_DEFAULT)})")
     al.add_argument("--unsupervised", type=int_list, default="0",
-                    help="0: start from a random model, 1: from the rotation-pretrained one (0,1 for both)")
+                    help="0: start from a random model, 1: from the rotation-pretrained one, 2: from a SimCLR-style "
+                         "contrastively pretrained one (comma-separated for several, e.g. 0,1)")
     al.add_argument("--iterations", type=positive_int, default=None, help="acquisitions per run (default: dataset's)")
     al.add_argument("--initial-labels", type=non_negative_int, default=0,
                     help="pool images labelled at random before the first acquisition (a starting set, as KAFAL, "
@@ -369,8 +371,8 @@ def experiment(command: Command) -> Experiment:
             if not is_reference(name):
                 # an unknown name: one line listing the valid ones
                 check_held_out_folds(name, STRATEGIES.get(name), command)
-    if any(u not in (0, 1) for u in command.unsupervised):
-        raise UserError(f"--unsupervised takes 0 and/or 1, got {command.unsupervised}")
+    if any(u not in range(len(INITIAL_KINDS)) for u in command.unsupervised):
+        raise UserError(f"--unsupervised takes 0, 1 and/or 2, got {command.unsupervised}")
     device = resolve_device(command.device)
     if command.threads:
         set_cpu_threads(command.threads)
@@ -394,11 +396,13 @@ def experiment(command: Command) -> Experiment:
 
 
 def make_initial_models(command: Command, exp: Experiment) -> None:
-    """--initial: each run's random and rotation-pretrained initial models, nothing else."""
+    """--initial: each run's random and rotation-pretrained initial models (and those --unsupervised asks
+    for), nothing else."""
+    kinds = tuple(dict.fromkeys(["random", "rotation", *(INITIAL_KINDS[u] for u in command.unsupervised)]))
     for run, protocol in protocols(command, exp.spec):
         ctx = prepare_run(exp.spec, exp.data, protocol, run, command.out, exp.options.device, exp.options.progress,
                           exp.log)
-        ensure_initial_models(ctx, command.ensemble)
+        ensure_initial_models(ctx, command.ensemble, kinds)
         exp.log(f"[{exp.spec.name} ir{imbalance_name(protocol.imbalance)} run{run}] initial models in "
                 f"{ctx.folder / 'initial'}")
 

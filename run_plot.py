@@ -23,7 +23,7 @@ from pathlib import Path
 from common.cli import DefaultsHelpFormatter, OneLineErrorParser, fraction, imbalance_ratio, run_main  # noqa: E402
 from common.errors import UserError  # noqa: E402
 from common.methods import is_reference  # noqa: E402
-from common.naming import LOCAL_DATA, imbalance_name, protocol_name  # noqa: E402
+from common.naming import LOCAL_DATA, START_NAMES, imbalance_name, protocol_name  # noqa: E402
 from common.reporting import (  # noqa: E402
     METRICS, Curve, aggregate, aubc_markdown, aubc_rows, label_savings, load_queries, load_records, load_rounds,
     query_waits, round_curves, safe_name, savings_markdown,
@@ -114,7 +114,7 @@ def report(records: list[dict], dataset: str, folder: Path, count_validation: bo
     for setting, per_metric in sorted(per_setting.items(), key=str):
         tables = [savings_table(counted[setting][metric], target, metric) for metric in metrics]
         imbalance, val_per_class, unsupervised, variant = setting
-        start = "rotation-pretrained" if unsupervised else "random"
+        start = START_NAMES[unsupervised]
         title = f"{dataset}, imbalance {imbalance:g}, {val_per_class} validation images/class, {start} start"
         if variant:
             title += f"\n{variant_title(variant)}"

@@ -13,6 +13,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from benchmarks.reports import RESULTS
+from common.naming import START_NAMES
 from common.reporting import (
     METRICS, Curve, aggregate, aubc_markdown, aubc_rows, decide, decision_markdown, load_records, method_label,
     setting_key, win_matrix, win_matrix_markdown,
@@ -36,7 +37,7 @@ def decision_curves(records: list[dict], metric: str) -> dict[tuple, dict[tuple[
 
 
 def protocol_title(imbalance: float, unsupervised: int, variant: str) -> str:
-    start = "rotation-pretrained start" if unsupervised else "random start"
+    start = f"{START_NAMES[unsupervised]} start"
     return f"imbalance {imbalance:g}, {start}" + (f", {variant_title(variant)}" if variant else "")
 
 

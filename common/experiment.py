@@ -4,6 +4,7 @@ Layout under <out>/<dataset>/ir<IR>_val<V>/run<R>/  (V: validation images per cl
   protocol.json, split.npz           the run's validation/pool indices (shared by all methods)
   initial/random_m<E>.pt             randomly initialised model of ensemble member E
   initial/rotation_m<E>.pt           the same after rotation pretraining (classifier random)
+  initial/simclr_m<E>.pt             the same after contrastive (SimCLR) pretraining (classifier random)
   unsup<U>/<method>/settings.json    what the run was started with (checked on resume)
   unsup<U>/<method>/metrics.jsonl    one line per finished iteration (docs/method.md#metrics-records)
   unsup<U>/<method>/acquired_<B>.npy train-split indices acquired at iteration B
@@ -31,7 +32,7 @@ from common.errors import UserError
 from common.images import take
 from common.method_run import MethodRun
 from common.methods import ALL_TRAIN, is_reference
-from common.naming import protocol_variant, run_folder, run_label, run_prefix
+from common.naming import INITIAL_KINDS, protocol_variant, run_folder, run_label, run_prefix
 from common.oracle import Oracle
 from common.schedule import Schedule
 from common.seeding import numpy_rng, torch_global_seed, torch_seed
@@ -40,7 +41,6 @@ from common.strategies import STRATEGIES, AcquisitionOptions, AcquisitionState
 from common.unsup import pretrain_rotation, transfer_weights
 from common.validation_folds import stratified_folds
 
-INITIAL_KINDS = ("random", "rotation")  # --unsupervised 0 and 1
 
 
 @dataclass(frozen=True)
@@ -217,10 +217,11 @@ def initial_model_path(ctx: RunContext, kind: str, member: int) -> Path:
 
 
 def ensure_initial_models(ctx: RunContext, members: int, kinds: tuple[str, ...] = INITIAL_KINDS) -> None:
-    """Create, for each ensemble member, the random and (if asked) the rotation-pretrained model.
+    """Create, for each ensemble member, the random model and the self-supervised ones asked for in `kinds`
+    (rotation, simclr).
 
-    The rotation model's classifier is the random model's, so the two starts differ only in
-    what pretraining learnt.
+    A pretrained model's classifier is the random model's, so the starts differ only in what pretraining
+    learnt.
     """
     with storage.exclusive(ctx.folder / "initial", wait=True):  # one pretraining, however many workers
         storage.remove_stale_temporaries(ctx.folder / "initial")
@@ -235,23 +236,43 @@ def _ensure_initial_models(ctx: RunContext, members: int, kinds: tuple[str, ...]
             with torch_global_seed(torch_seed(seed, "init", member)):
                 model = spec.model(spec.num_classes, False)
             storage.save_checkpoint(random_path, {"state": model.state_dict()})
-        rotation_path = initial_model_path(ctx, "rotation", member)
-        if "rotation" not in kinds or rotation_path.exists():
-            continue
-        with torch_global_seed(torch_seed(seed, "rotation-init", member)):
-            rotation_model = spec.model(4, False)
-        started = time.perf_counter()
-        pretrained, accuracy = pretrain_rotation(
-            rotation_model, ctx.pool.images, ctx.validation.images, spec.pretrain_schedule, spec.normalise,
-            torch_seed(seed, "rotation-train", member), ctx.device, ctx.progress,
-        )
-        random_state = storage.load_checkpoint(random_path, "state")
-        state = transfer_weights(pretrained, random_state, spec.classifier)
-        storage.save_checkpoint(rotation_path, {"state": state, "rotation_accuracy": accuracy})
-        ctx.log(
-            f"[{spec.name} run{ctx.run}] rotation pretraining member {member}: validation rotation accuracy "
-            f"{accuracy:.3f} ({time.perf_counter() - started:.0f}s)"
-        )
+        for kind, pretrain in (("rotation", _rotation_state), ("simclr", _simclr_state)):
+            path = initial_model_path(ctx, kind, member)
+            if kind not in kinds or path.exists():
+                continue
+            started = time.perf_counter()
+            random_state = storage.load_checkpoint(random_path, "state")
+            state, note, extra = pretrain(ctx, member, random_state)
+            storage.save_checkpoint(path, {"state": state, **extra})
+            ctx.log(f"[{spec.name} run{ctx.run}] {kind} pretraining member {member}: {note} "
+                    f"({time.perf_counter() - started:.0f}s)")
+
+
+def _rotation_state(ctx: RunContext, member: int, random_state: dict) -> tuple[dict, str, dict]:
+    """Rotation pretraining (common/unsup.py): a 4-way copy of the network, its weights moved into the random
+    model but for the classifier."""
+    spec, seed = ctx.spec, ctx.protocol.seed
+    with torch_global_seed(torch_seed(seed, "rotation-init", member)):
+        rotation_model = spec.model(4, False)
+    pretrained, accuracy = pretrain_rotation(
+        rotation_model, ctx.pool.images, ctx.validation.images, spec.pretrain_schedule, spec.normalise,
+        torch_seed(seed, "rotation-train", member), ctx.device, ctx.progress,
+    )
+    return (transfer_weights(pretrained, random_state, spec.classifier),
+            f"validation rotation accuracy {accuracy:.3f}", {"rotation_accuracy": accuracy})
+
+
+def _simclr_state(ctx: RunContext, member: int, random_state: dict) -> tuple[dict, str, dict]:
+    """Contrastive pretraining (common/contrastive.py) of the random model itself; its classifier is untouched."""
+    from common.contrastive import pretrain_simclr, simclr_schedule  # noqa: PLC0415
+
+    spec = ctx.spec
+    model = build_models(spec, [random_state], mc_dropout=False)[0]
+    state, losses = pretrain_simclr(model, ctx.pool.images, simclr_schedule(spec.pretrain_schedule, len(ctx.pool)),
+                                    spec.normalise, spec.penultimate, torch_seed(ctx.protocol.seed, "simclr-train",
+                                                                                  member), ctx.device, ctx.progress)
+    return (transfer_weights(state, random_state, spec.classifier),
+            f"contrastive loss {losses[0]:.3f} -> {losses[-1]:.3f} over {len(losses)} epochs", {"losses": losses})
 
 
 def build_models(spec: DatasetSpec, states: list[dict], mc_dropout: bool) -> list[nn.Module]:

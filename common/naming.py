@@ -10,6 +10,11 @@ from pathlib import Path
 LOCAL_DATA = Path(__file__).resolve().parent.parent / "local_data"
 
 
+# --unsupervised U: the initial model's kind (initial/<kind>_m<E>.pt) and how plots and tables name it
+INITIAL_KINDS = ("random", "rotation", "simclr")
+START_NAMES = ("random", "rotation-pretrained", "SimCLR-pretrained")
+
+
 def imbalance_name(imbalance: float) -> str:
     """The imbalance ratio as folder and file names show it: the shortest text that reads back as the
     same number, so distinct ratios never share a folder (100 -> "100", 10.0000001 -> "10.0000001")."""

@@ -11,8 +11,8 @@ is taken (balls of labelled images count as covered); delta is the largest radiu
 of the balls are pure with respect to a k-means clustering into as many clusters as classes.
 
 Both work on the L2-normalised penultimate features of the acquiring model (the papers use a fixed
-self-supervised embedding; the run's model is the feature extractor FKAL has, the rotation-pretrained one
-with --unsupervised 1). Neighbour searches use FAISS, in batches: memory stays O(N x D + edges).
+self-supervised embedding; with --unsupervised 2 the run's model starts SimCLR-pretrained, so the first
+acquisition reads that embedding). Neighbour searches use FAISS, in batches: memory stays O(N x D + edges).
 """
 from __future__ import annotations
 
