@@ -42,7 +42,9 @@ from labelling.model import starting_weights
 
 COLD_START = "k-centre on the start network's features (no label yet)"
 FALLBACK = "coreset"  # what a validation-reading method uses while its held-out fold is empty
-NEEDS_TRUE_LABELS = ("fk-oracle",)  # methods that read the pool's true labels: simulations only
+# methods that read pool labels no annotator has given yet: fk-oracle (the truth), direct (its picks' labels
+# while it picks, which a project could only answer over several rounds per batch)
+NEEDS_TRUE_LABELS = ("fk-oracle", "direct")
 BOOTSTRAP_RESAMPLES = 200
 ROTATION_CHECK_IMAGES = 1000  # pool images rotation pretraining measures its epochs on (seeded sample)
 
@@ -126,7 +128,8 @@ def k_centre(model: torch.nn.Module, spec: DatasetSpec, pool: Images, candidates
 def check_method(method: str) -> None:
     STRATEGIES.get(method)  # an unknown name is a one-line error listing the registered ones
     if method in NEEDS_TRUE_LABELS:
-        raise UserError(f"{method} reads the pool's true labels: it exists for simulations, not for a project")
+        raise UserError(f"{method} reads pool labels while it picks: it runs in simulations (run.py), not on a "
+                        "project")
 
 
 def next_step(spec: DatasetSpec, pool: Images, labelled: np.ndarray, classes: np.ndarray, unlabelled: np.ndarray,

@@ -191,7 +191,8 @@ def test_an_fk_method_without_held_out_labels_falls_back_to_coreset_and_says_so(
 
 
 @pytest.mark.parametrize("flags, expected", [
-    (["--method", "fk-oracle"], "reads the pool's true labels"),
+    (["--method", "fk-oracle"], "reads pool labels while it picks"),
+    (["--method", "direct"], "reads pool labels while it picks"),
     (["--method", "nope"], "nope"),
     (["--budget", "1000"], "is more than the 150 images left"),
 ])
