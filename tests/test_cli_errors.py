@@ -42,7 +42,7 @@ CASES = [
     (["--imbalance", "foo"], "--imbalance"),
     (["--epochs", "0"], "--epochs"),
     (["--imbalance", "0.5"], "imbalance"),
-    (["--unsupervised", "2"], "unsupervised"),
+    (["--unsupervised", "3"], "takes 0, 1 and/or 2"),
     (["--val-per-class", "111"], "val-per-class"),
     (["--minority-classes", "10"], "minority"),
     (["--methods", "fk-nn", "--descriptor-layers", "conv1,no_such_layer"], "no_such_layer"),
