@@ -33,7 +33,7 @@ from common.datasets import DATASETS, DatasetSpec, Split  # noqa: E402
 from common.errors import UserError  # noqa: E402
 from common.experiment import build_models  # noqa: E402
 from common.methods import is_reference  # noqa: E402
-from common.naming import LOCAL_DATA, protocol_name, run_folder  # noqa: E402
+from common.naming import INITIAL_KINDS, LOCAL_DATA, protocol_name, run_folder  # noqa: E402
 from common.records import object_with_fields  # noqa: E402
 from common.gen_descr import layer_features  # noqa: E402
 from common.reporting import confusion_matrix, safe_name  # noqa: E402
@@ -51,7 +51,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--imbalance", type=imbalance_ratio, default=None, help="(default: the dataset's)")
     parser.add_argument("--val-per-class", type=positive_int, default=None, help="(default: the dataset's)")
     parser.add_argument("--run", type=int, default=0)
-    parser.add_argument("--unsupervised", type=int, choices=(0, 1), default=0)
+    parser.add_argument("--unsupervised", type=int, choices=tuple(range(len(INITIAL_KINDS))), default=0,
+                        help="the initial model of the runs to show: 0 random, 1 rotation, 2 contrastive (SimCLR)")
     parser.add_argument("--iteration", type=int, default=None,
                         help="iteration whose model to show (default: the latest every chosen method has)")
     parser.add_argument("--methods", type=comma_list, default=None, help="(default: every method of the run)")

@@ -13,6 +13,7 @@ from typing import Any
 
 from common import storage
 from common.errors import UserError
+from common.naming import INITIAL_KINDS
 
 Check = Callable[[Any], bool]
 
@@ -53,7 +54,7 @@ METRICS_FIELDS: dict[str, tuple[Check, str]] = {
     "run": (_is_non_negative_int, "a run index"),
     "seed": (_is_non_negative_int, "a seed"),
     "method": (_is_string, "a method name"),
-    "unsupervised": (lambda v: v in (0, 1) and not isinstance(v, bool), "0 or 1"),
+    "unsupervised": (lambda v: v in range(len(INITIAL_KINDS)) and not isinstance(v, bool), "0, 1 or 2"),
     "iteration": (_is_non_negative_int, "an iteration index"),
     "labelled": (_is_non_negative_int, "a count"),
     "test_acc": (_is_fraction_or_nan, "a fraction"),

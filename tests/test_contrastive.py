@@ -10,7 +10,7 @@ import torch
 
 from common.contrastive import nt_xent, pretrain_simclr, simclr_schedule
 from common.gen_descr import layer_features
-from conftest import assert_one_line_error
+from conftest import assert_one_line_error, run_script_in_process
 from mnist.lenet import LeNet
 
 
@@ -51,11 +51,17 @@ def test_contrastive_pretraining_lowers_its_loss_and_separates_digits_better_tha
     assert pretrained > random + 0.04, (pretrained, random)  # measured: 0.83 against 0.73
 
 
-def test_unsupervised_2_starts_every_method_from_the_contrastive_model(run_main, tmp_path):
+def test_unsupervised_2_starts_every_method_from_the_contrastive_model(run_main, monkeypatch, capsys, tmp_path):
+    def run_plot_main(*args):
+        return run_script_in_process("run_plot.py", args, monkeypatch, capsys)
+
     result = run_main("--out", tmp_path, "--methods", "typiclust", "--unsupervised", "2", "--runs", "1",
                       "--iterations", "1", "--epochs", "1", "--quiet", "--threads", "1")
     assert result.returncode == 0, result.stderr
     run = tmp_path / "digits" / "ir10_val20" / "run0"
     assert (run / "initial" / "simclr_m0.pt").is_file() and not (run / "initial" / "rotation_m0.pt").exists()
     assert (run / "unsup2" / "typiclust" / "metrics.jsonl").is_file()
+    plotted = run_plot_main("--out", tmp_path, "--dataset", "digits")  # the results contract takes unsupervised 2
+    assert plotted.returncode == 0, plotted.stderr
+    assert "SimCLR-pretrained start" in (tmp_path / "digits" / "plots" / "savings_ir10_val20_unsup2.md").read_text()
     assert "takes 0, 1 and/or 2" in assert_one_line_error(run_main("--out", tmp_path, "--unsupervised", "3"))
