@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import re
 import urllib.error
+import urllib.parse
 import urllib.request
 import xml.etree.ElementTree as ElementTree
 
@@ -22,6 +23,9 @@ TIMEOUT_SECONDS = 120.0
 
 class LabelStudio:
     def __init__(self, url: str, api_key: str, timeout: float = TIMEOUT_SECONDS) -> None:
+        parsed = urllib.parse.urlparse(url)
+        if parsed.scheme not in ("http", "https") or not parsed.netloc:
+            raise UserError(f"--label-studio {url!r} is not an http(s) address, e.g. http://localhost:8080")
         self.url, self.timeout = url.rstrip("/"), timeout
         if JWT.match(api_key):
             access = self._request("POST", "/api/token/refresh", {"refresh": api_key}, {})

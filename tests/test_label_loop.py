@@ -21,7 +21,7 @@ from PIL import Image
 from conftest import REPO_ROOT, assert_one_line_error
 from labelling.project import FILE, Project
 from labelling.step import balanced_accuracy, estimate_with_spread, label_folds
-from test_label import CLASSES, label_py
+from test_label import CLASSES, label_py, labelled
 
 NAMES = CLASSES.split(",")
 
@@ -54,14 +54,6 @@ def answer(project: Path, batch: int, truth: dict[str, str], target: Path) -> Pa
     return target
 
 
-def labels_of(project: Path) -> dict[str, int]:
-    opened = Project.open(project)
-    try:
-        return opened.current_labels()
-    finally:
-        opened.close()
-
-
 def test_the_whole_loop_cold_start_three_rounds_export_and_predict(tmp_path, pool):
     images, truth = pool
     project = tmp_path / "project"
@@ -91,7 +83,7 @@ def test_the_whole_loop_cold_start_three_rounds_export_and_predict(tmp_path, poo
         tasks = json.loads((project / "batches" / f"{batch + 1:03d}" / "tasks.json").read_text())
         assert all(t["predictions"][0]["result"][0]["value"]["choices"][0] in NAMES for t in tasks)
         asked += [r["path"] for r in rows]
-    assert labels_of(project) == {path: NAMES.index(truth[path]) for path in asked[:30]}
+    assert labelled(project) == {path: NAMES.index(truth[path]) for path in asked[:30]}
 
     status = label_py("status", project)
     assert "150 images, 30 labelled, 120 unlabelled" in status.stdout
@@ -170,10 +162,10 @@ def test_a_killed_import_imports_nothing_and_the_same_command_then_imports_every
     process.wait()
     blocker.rollback()
     blocker.close()
-    assert labels_of(project) == {}
+    assert labelled(project) == {}
     again = label_py("import", project, answers)
     assert again.returncode == 0 and "20 new labels" in again.stdout
-    assert len(labels_of(project)) == 20
+    assert len(labelled(project)) == 20
 
 
 def test_an_fk_method_without_held_out_labels_falls_back_to_coreset_and_says_so(tmp_path, pool):

@@ -199,7 +199,7 @@ def test_sync_pushes_the_batch_and_brings_home_exactly_the_annotations_made_in_l
     assert "answered 401" in assert_one_line_error(refused)
 
 
-def test_sync_names_a_server_that_is_not_there(tmp_path, digits_data):
+def test_sync_names_a_server_that_is_not_there_or_an_address_that_is_not_one(tmp_path, digits_data):
     images = tmp_path / "images"
     images.mkdir()
     for i in range(4):
@@ -208,6 +208,9 @@ def test_sync_names_a_server_that_is_not_there(tmp_path, digits_data):
                     "--image-size", "28").returncode == 0
     result = label_py("sync", tmp_path / "p", "--label-studio", f"http://127.0.0.1:{free_port()}", "--api-key", "k")
     assert "cannot reach Label Studio" in assert_one_line_error(result)
+    for address in ("notaurl", "ftp://host/", "http://"):
+        result = label_py("sync", tmp_path / "p", "--label-studio", address, "--api-key", "k")
+        assert "is not an http(s) address" in assert_one_line_error(result)
 
 
 def test_disputes_are_split_from_agreed_annotations_and_configs_are_read_for_their_classes(tmp_path):
