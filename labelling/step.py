@@ -36,7 +36,7 @@ from common.search import DEFAULT_SETTINGS
 from common.seeding import numpy_rng, torch_global_seed, torch_seed
 from common.strategies import STRATEGIES, AcquisitionOptions, AcquisitionState
 from common.strategies.diversity import greedy_k_centre
-from common.train import predict_probabilities
+from common.train import accuracy_report, predict_probabilities
 from common.unsup import pretrain_rotation, transfer_weights
 from labelling.model import starting_weights
 
@@ -75,9 +75,9 @@ def label_folds(classes: np.ndarray, folds: int) -> np.ndarray:
 
 
 def balanced_accuracy(predicted: np.ndarray, truth: np.ndarray) -> float:
-    """Mean recall over the classes present in `truth`."""
-    present = np.unique(truth)
-    return float(np.mean([(predicted[truth == c] == c).mean() for c in present]))
+    """Mean recall over the classes present in `truth` (common.train.accuracy_report's balanced accuracy)."""
+    classes = int(max(predicted.max(), truth.max())) + 1
+    return accuracy_report(predicted, truth, classes, ())["balanced_acc"]
 
 
 def estimate_with_spread(predicted: np.ndarray, truth: np.ndarray, rng: np.random.Generator,
