@@ -82,8 +82,10 @@ def get_args_parser() -> argparse.ArgumentParser:
     data.add_argument("--minority-classes", type=int_list, default=None,
                       help="classes subsampled by the imbalance (default: the dataset's rule: the upper half, "
                            "or for imagenet a seeded half per run)")
-    data.add_argument("--val-per-class", type=positive_int, default=None,
-                      help="validation images per class (default: the dataset's)")
+    data.add_argument("--val-per-class", type=non_negative_int, default=None,
+                      help="validation images per class (default: the dataset's); 0: the cold start, no validation "
+                           "set given (central runs; FK reads held-out folds of its own labels: fk-nn-kfold, "
+                           "fk-nn-split)")
 
     runs = parser.add_argument_group("runs")
     runs.add_argument("--out", type=Path, default=LOCAL_DATA, help="results folder (default: local_data/)")
@@ -147,7 +149,9 @@ def get_args_parser() -> argparse.ArgumentParser:
                         help="CPU threads for PyTorch and FAISS (default: all cores; 1 is best when several runs share a machine)")
     system.add_argument("--quiet", action="store_true", help="no progress bars or per-iteration lines")
     system.add_argument("--executor", choices=asynchronous_experiment.EXECUTORS, default="local",
-                        help="central runs: one after the other here, or one Ray task per method run")
+                        help="central runs: one after the other here (local), one Ray task per method run (ray), "
+                             "or every run advanced together with same-shaped models trained as one batched model "
+                             "(lockstep: for a GPU; slower on a CPU)")
     system.add_argument("--gpus-per-task", type=positive_float, default=None,
                         help="--executor ray: the GPU share each method run asks Ray for (e.g. 0.25: four small "
                              "models side by side on one GPU; Ray schedules them and sets CUDA_VISIBLE_DEVICES); "
@@ -257,9 +261,28 @@ def check_held_out_folds(name: str, strategy: Strategy, command: Command) -> Non
         raise UserError(f"--val-folds must be at least 2 for {name}, got {command.val_folds}")
 
 
+def check_cold_start(command: Command, methods: list[str]) -> None:
+    """--val-per-class 0 (no validation set given): a central run, nothing to train on beside the pool, and the
+    methods that read validation labels read held-out folds of their own labels (docs/method.md#cold-start)."""
+    if command.val_per_class != 0:
+        return
+    if command.federated.enabled or command.asynchronous.enabled:
+        raise UserError("--val-per-class 0 (the cold start) is a flag value of central runs; federated and "
+                        "asynchronous runs read a labelled validation set")
+    if command.train_on_validation:
+        raise UserError("--train-on-validation with --val-per-class 0: there is no validation set to train on")
+    for name in methods:
+        if is_reference(name):
+            continue
+        strategy = STRATEGIES.get(name)
+        if strategy.uses_validation_labels and strategy.held_out_folds is None:
+            raise UserError(f"{name} reads a labelled validation set, and --val-per-class 0 gives none; use "
+                            f"fk-nn-kfold or fk-nn-split (held-out folds of their own labels)")
+
+
 def check_val_folds(validation_size: int, folds: int, methods: list[str]) -> None:
     held_out = [m for m in methods if not is_reference(m) and STRATEGIES.get(m).held_out_folds]
-    if held_out and folds > validation_size:
+    if held_out and validation_size and folds > validation_size:  # 0: folds of their own labels (cold start)
         raise UserError(f"--val-folds {folds} is more than the {validation_size} validation images ({held_out[0]})")
 
 
@@ -326,7 +349,7 @@ def protocols(command: Command, spec: DatasetSpec) -> list[tuple[int, Protocol]]
             minority = (tuple(sorted(command.minority_classes)) if command.minority_classes
                         else rule(spec.num_classes, numpy_rng(command.seed + run, "minority")))
             found.append((run, Protocol(
-                dataset=spec.name, imbalance=imbalance, val_per_class=command.val_per_class or spec.val_per_class,
+                dataset=spec.name, imbalance=imbalance, val_per_class=spec.val_per_class if command.val_per_class is None else command.val_per_class,
                 minority_classes=minority, seed=command.seed + run, imbalance_rule=spec.imbalance_rule,
                 minority_set=minority_set_name(minority) if command.minority_classes else "",
                 initial_labels=command.initial_labels,
@@ -371,6 +394,7 @@ def experiment(command: Command) -> Experiment:
             if not is_reference(name):
                 # an unknown name: one line listing the valid ones
                 check_held_out_folds(name, STRATEGIES.get(name), command)
+    check_cold_start(command, methods)
     if any(u not in range(len(INITIAL_KINDS)) for u in command.unsupervised):
         raise UserError(f"--unsupervised takes 0, 1 and/or 2, got {command.unsupervised}")
     device = resolve_device(command.device)
@@ -453,6 +477,10 @@ def run_central(command: Command, exp: Experiment) -> None:
         finally:
             if started:
                 executor.shutdown()
+    elif command.executor == "lockstep":
+        from common.lockstep import run_lockstep  # noqa: PLC0415
+
+        run_lockstep(jobs, exp.data, exp.log)
     else:
         for job in jobs:
             run_central_job(job, exp.data, exp.log)

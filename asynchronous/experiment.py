@@ -12,7 +12,7 @@ from common.experiment import Protocol, RunSettings
 from common.methods import ALL_TRAIN, is_reference
 from common.strategies import STRATEGIES
 
-EXECUTORS = ("local", "ray")
+EXECUTORS = ("local", "ray", "lockstep")
 RA_DEFAULT = ("entropy", "least-confidence", "margin")  # AAL's round-robin
 
 
@@ -112,8 +112,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def check(flags: AsynchronousFlags, methods: list[str], *, executor: str, federated: bool, initial: bool,
           ensemble: int) -> None:
     """Flag combinations that make no sense, before anything is loaded."""
-    if executor == "ray" and (federated or flags.enabled):
-        raise UserError("--executor ray fans out central runs; federated and asynchronous runs schedule themselves")
+    if executor != "local" and (federated or flags.enabled):
+        raise UserError(f"--executor {executor} runs a grid of central runs; federated and asynchronous runs "
+                        f"schedule themselves")
     if not flags.enabled:
         return
     if federated:

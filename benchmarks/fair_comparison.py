@@ -26,8 +26,11 @@ sys.path.insert(0, str(REPO))
 
 from common.cli import OneLineErrorParser, positive_int  # noqa: E402
 
-COMMON = ("--dataset", "fashion-mnist", "--iterations", "8", "--budget", "125", "--threads", "1", "--quiet")
+COMMON = ("--dataset", "fashion-mnist", "--iterations", "8", "--threads", "1", "--quiet")
+BUDGET = "125"  # labels per iteration; the cold start takes 250 (total budgets up to 2000)
 BASELINES = "random,entropy,badge"
+NEW_BASELINES = "typiclust,probcover,direct"  # the 2022-2025 baselines (issue 26), in the decision-table cells
+COLD_START = "random,entropy,coreset,badge,fk-nn-kfold,fk-nn-split,typiclust,probcover,direct"
 FK_PLAIN = "fk-nn"
 FK_WITH_VALIDATION = "fk-nn-split,fk-nn-kfold"  # fk-nn +trainval is the naive reference, run with the baselines
 BEST_FK_WITH_VALIDATION = "fk-nn-split"  # the variant the wider checks use (the best of the first runs at 10/class)
@@ -49,8 +52,13 @@ class Cell:
                 "--run-start", str(run), "--run-stop", str(run + 1), "--out", str(out)]
 
 
-def ir100(val_per_class: int, methods: str, *extra: str) -> tuple[str, ...]:
-    return ("--imbalance", "100", "--val-per-class", str(val_per_class), "--methods", methods, *extra)
+def imbalance(ratio: int, val_per_class: int, methods: str, *extra: str, budget: str = BUDGET) -> tuple[str, ...]:
+    return ("--imbalance", str(ratio), "--val-per-class", str(val_per_class), "--budget", budget, "--methods", methods,
+            *extra)
+
+
+def ir100(val_per_class: int, methods: str, *extra: str, budget: str = BUDGET) -> tuple[str, ...]:
+    return imbalance(100, val_per_class, methods, *extra, budget=budget)
 
 
 VALIDATION_SIZES = (10, 50, 100, 1000)  # images per class
@@ -74,25 +82,26 @@ def grid() -> list[Cell]:
                                                  "--unsupervised", "1")),
         Cell("all-train", 3, ir100(100, "all-train")),
     ]
+    cells += [  # tier 1: the cold start, no validation set given (total budgets 250-2000: 8 x 250 labels)
+        Cell("cold-start", 1, ir100(0, COLD_START, budget="250")),
+        Cell("cold-start-mc", 2, ir100(0, "var-ratio-mc", budget="250")),
+    ]
     for val in VALIDATION_SIZES:  # every method at every validation size, each also +trainval
         plain, mc = validation_tier(val, False), validation_tier(val, True)
+        new = f",{NEW_BASELINES}" if plain == 1 else ""
         cells += [
-            Cell(f"val{val}", plain, ir100(val, f"{BASELINES},{FK_PLAIN},{FK_WITH_VALIDATION}")),
-            Cell(f"val{val}-trainval", plain, ir100(val, f"{BASELINES},{FK_PLAIN}", "--train-on-validation")),
+            Cell(f"val{val}", plain, ir100(val, f"{BASELINES}{new},{FK_PLAIN},{FK_WITH_VALIDATION}")),
+            Cell(f"val{val}-trainval", plain, ir100(val, f"{BASELINES}{new},{FK_PLAIN}", "--train-on-validation")),
             Cell(f"val{val}-mc", mc, ir100(val, "var-ratio-mc")),
             Cell(f"val{val}-mc-trainval", mc, ir100(val, "var-ratio-mc", "--train-on-validation")),
         ]
     cells += [  # tier 2: the conclusions checked on another minority set and imbalance ratio (3 runs)
-        Cell("confusable-minority", 2, ("--imbalance", "100", "--val-per-class", "10", "--minority-classes",
-                                        CONFUSABLE_MINORITY, "--methods",
-                                        f"random,entropy,{FK_PLAIN},{BEST_FK_WITH_VALIDATION}"), runs=3),
-        Cell("confusable-minority-trainval", 2, ("--imbalance", "100", "--val-per-class", "10", "--minority-classes",
-                                                 CONFUSABLE_MINORITY, "--methods", "entropy",
-                                                 "--train-on-validation"), runs=3),
-        Cell("ir20", 2, ("--imbalance", "20", "--val-per-class", "10", "--methods",
-                         f"random,entropy,{FK_PLAIN},{BEST_FK_WITH_VALIDATION}"), runs=3),
-        Cell("ir20-trainval", 2, ("--imbalance", "20", "--val-per-class", "10", "--methods", "entropy",
-                                  "--train-on-validation"), runs=3),
+        Cell("confusable-minority", 2, (*ir100(10, f"random,entropy,{FK_PLAIN},{BEST_FK_WITH_VALIDATION}"),
+                                        "--minority-classes", CONFUSABLE_MINORITY), runs=3),
+        Cell("confusable-minority-trainval", 2, (*ir100(10, "entropy", "--train-on-validation"),
+                                                 "--minority-classes", CONFUSABLE_MINORITY), runs=3),
+        Cell("ir20", 2, imbalance(20, 10, f"random,entropy,{FK_PLAIN},{BEST_FK_WITH_VALIDATION}"), runs=3),
+        Cell("ir20-trainval", 2, imbalance(20, 10, "entropy", "--train-on-validation"), runs=3),
     ]
     return sorted(cells, key=lambda cell: cell.tier)  # stable: the order above within a tier
 

@@ -28,17 +28,19 @@ DATASET = "fashion-mnist"
 
 
 def decision_curves(records: list[dict], metric: str) -> dict[tuple, dict[tuple[int, str], Curve]]:
-    """(imbalance, initial model, protocol variant) -> (validation per class, method label) -> Curve, every
-    label counted: the curves one decision table chooses between (validation sizes side by side)."""
+    """protocol_of -> (validation per class, method label) -> Curve, every label counted: the curves one
+    decision table chooses between (validation sizes side by side; the cold start has a table of its own)."""
     grouped: dict[tuple, dict[tuple[int, str], Curve]] = defaultdict(dict)
     for (imbalance, val_per_class, unsupervised, variant, label), curve in aggregate(records, metric, True).items():
-        grouped[(imbalance, unsupervised, variant)][(val_per_class, label)] = curve
+        grouped[(imbalance, unsupervised, variant, val_per_class == 0)][(val_per_class, label)] = curve
     return grouped
 
 
-def protocol_title(imbalance: float, unsupervised: int, variant: str) -> str:
+def protocol_title(imbalance: float, unsupervised: int, variant: str, cold: bool = False) -> str:
     start = f"{START_NAMES[unsupervised]} start"
-    return f"imbalance {imbalance:g}, {start}" + (f", {variant_title(variant)}" if variant else "")
+    return (f"imbalance {imbalance:g}, {start}" + (f", {variant_title(variant)}" if variant else "")
+            + (", cold start (no validation set given: every label from the method's own acquisitions)" if cold
+               else ""))
 
 
 def budgets_with_points(curves: dict[tuple[int, str], Curve], budgets: tuple[int, ...] = BUDGETS) -> list[int]:
@@ -49,9 +51,9 @@ def budgets_with_points(curves: dict[tuple[int, str], Curve], budgets: tuple[int
 
 
 def protocol_of(record: dict) -> tuple:
-    """(imbalance, initial model, protocol variant): what one decision table covers."""
-    imbalance, _val_per_class, unsupervised, variant = setting_key(record)
-    return imbalance, unsupervised, variant
+    """(imbalance, initial model, protocol variant, cold start): what one decision table covers."""
+    imbalance, val_per_class, unsupervised, variant = setting_key(record)
+    return imbalance, unsupervised, variant, val_per_class == 0
 
 
 def curve_name(record: dict) -> str:

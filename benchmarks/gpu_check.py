@@ -9,7 +9,8 @@ at tiny sizes (the test suite does that, so the script cannot rot). Sections, ea
                case (1,281,167 x 768 pool, 64,000 centres, K 32), checked against float32 search (FAISS
                exact where it is quick enough, else the matcher without bfloat16 shortlists)
   grid         random + entropy x 2 runs: the local executor against --executor ray with --gpus-per-task
-               0.25 (CPU: plain Ray tasks), the seconds of each and whether their results are equal
+               0.25 (CPU: plain Ray tasks) and --executor lockstep (their LeNets trained as one), the
+               seconds of each and whether their results agree
   bf16         fk-nn with bfloat16 autocast against FKAL_PRECISION=float32: how many of its picks agree
   batched      a grid's LeNets trained as one vmapped model against one by one (benchmarks/batched_training.py)
 The report goes to --out (default benchmarks/results/gpu.md).
@@ -128,9 +129,17 @@ def grid(work: Path, device: str, tiny: bool) -> list[str]:
         [{k: v for k, v in r.items() if not k.endswith("_seconds")} for r in records]
         == [{k: v for k, v in r.items() if not k.endswith("_seconds")} for r in method_records(work / "grid-ray")[key]]
         for key, records in method_records(work / "grid-local").items())
+    lockstep = run_py(work / "grid-lockstep", device, tiny, *flags, "--executor", "lockstep")
+    picks_equal = all(np.array_equal(np.load(path), np.load(work / "grid-lockstep" / path.relative_to(work / "grid-local")))
+                      for path in (work / "grid-local").glob("digits/**/acquired_*.npy"))
+    largest = max(abs(a["test_acc"] - b["test_acc"]) for key, records in method_records(work / "grid-local").items()
+                  for a, b in zip(records, method_records(work / "grid-lockstep")[key], strict=True))
     how = "--gpus-per-task 0.25 (four runs share the GPU)" if shares else "plain Ray tasks (no GPU: shares not measured)"
     return [f"local executor {local:.0f} s; Ray with {how} {ray:.0f} s (ratio {local / ray:.2f}x); "
-            f"results equal: {'yes' if equal else 'NO'}."]
+            f"results equal: {'yes' if equal else 'NO'}.",
+            f"--executor lockstep (the 4 LeNets of an iteration trained as one) {lockstep:.0f} s (ratio "
+            f"{local / lockstep:.2f}x); picks equal: {'yes' if picks_equal else 'NO'}, largest test-accuracy "
+            f"difference {largest:.4f} (float rounding of batched kernels)."]
 
 
 def bf16_agreement(work: Path, device: str, tiny: bool) -> list[str]:

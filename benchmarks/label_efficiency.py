@@ -20,7 +20,9 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from common.reporting import aggregate, load_records  # noqa: E402
+from common.reporting import (  # noqa: E402
+    aggregate, aubc_markdown, aubc_rows, load_records, win_matrix, win_matrix_markdown,
+)
 
 DEFAULT_METHODS = "random,entropy,var-ratio-mc,coreset,badge,vaal,fk-features,fk-nn,fk-cov,fk-mi"
 
@@ -90,6 +92,16 @@ def runs_row(records: list[dict], methods: list[str]) -> str:
     return "| runs | " + " | ".join(str(count) for count in counts) + " |"
 
 
+def summary(records: list[dict], metric: str) -> str:
+    """AUBC and the pairwise win matrix of every method on `metric`, pool labels counted (every method is handed
+    the same validation set here)."""
+    everything = lambda _record: ()  # noqa: E731  (one group: this protocol)
+    span, rows = aubc_rows(records, metric, count_validation=False, group=everything)[()]
+    names, wins, compared = win_matrix(records, metric, group=everything, count_validation=False)[()]
+    return aubc_markdown(span, rows, metric, count_validation=False) + "\n\n" + win_matrix_markdown(
+        names, wins, compared, metric)
+
+
 def main() -> None:
     args = get_args_parser().parse_args()
     if not args.report_only:
@@ -108,6 +120,7 @@ def main() -> None:
         table(records, methods, "test_acc", "labelled: test acc"),
         table(records, methods, "minority_acc", "labelled: minority acc") + "\n" + seconds_row(records, methods)
         + "\n" + runs_row(records, methods),
+        *(summary(records, metric) for metric in ("test_acc", "minority_acc")),
     ])
     print(report)
     (args.out / f"label_efficiency_{args.dataset}.md").write_text(report + "\n")

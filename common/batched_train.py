@@ -23,6 +23,14 @@ from common.schedule import Schedule
 from common.train import ToInput, mixed_precision, model_input
 
 
+def can_join(model: nn.Module, images) -> bool:
+    """Whether this model and training set may be part of a batched training at all: no buffers (BatchNorm's
+    running statistics do not vmap), no active dropout, images in memory."""
+    return (not any(True for _ in model.buffers())
+            and not any(isinstance(m, nn.Dropout) and m.p > 0 for m in model.modules())
+            and isinstance(images, torch.Tensor))
+
+
 def can_train_together(models: Sequence[nn.Module], images: Sequence, labels: Sequence[torch.Tensor]) -> bool:
     """Whether `train_together` may train these models (see the module docstring)."""
     first = models[0]
@@ -30,9 +38,7 @@ def can_train_together(models: Sequence[nn.Module], images: Sequence, labels: Se
     return (
         all([(n, tuple(p.shape)) for n, p in model.named_parameters()] == shapes for model in models)
         and all(type(model) is type(first) for model in models)
-        and not any(True for model in models for _ in model.buffers())
-        and not any(isinstance(m, nn.Dropout) and m.p > 0 for model in models for m in model.modules())
-        and all(isinstance(x, torch.Tensor) for x in images)
+        and all(can_join(model, x) for model, x in zip(models, images, strict=True))
         and len({len(y) for y in labels}) == 1
     )
 
@@ -44,7 +50,7 @@ def train_together(models: Sequence[nn.Module], images: Sequence[torch.Tensor], 
     began = time.perf_counter()
     count, size = len(models), len(labels[0])
     base = copy.deepcopy(models[0]).to("meta")
-    params, _buffers = stack_module_state([model.to(device) for model in models])
+    params, _buffers = stack_module_state([model.to(device).train() for model in models])  # as train_model leaves them
     optimiser = torch.optim.SGD(params.values(), lr=schedule.lr, momentum=schedule.momentum,
                                 weight_decay=schedule.weight_decay)
     generators = [torch.Generator().manual_seed(seed) for seed in seeds]

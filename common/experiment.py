@@ -29,7 +29,7 @@ from common import records as contract
 from common import storage
 from common.datasets import DATASETS, DatasetSpec, Split
 from common.errors import UserError
-from common.images import take
+from common.images import Images, take
 from common.method_run import MethodRun
 from common.methods import ALL_TRAIN, is_reference
 from common.naming import INITIAL_KINDS, protocol_variant, run_folder, run_label, run_prefix
@@ -38,8 +38,8 @@ from common.schedule import Schedule
 from common.seeding import numpy_rng, torch_global_seed, torch_seed
 from common.splits import PoolSplit, make_split
 from common.strategies import STRATEGIES, AcquisitionOptions, AcquisitionState
-from common.unsup import pretrain_rotation, transfer_weights
-from common.validation_folds import stratified_folds
+from common.unsup import pool_check_positions, pretrain_rotation, transfer_weights
+from common.validation_folds import EMPTY_FOLD_FALLBACK, label_folds, stratified_folds
 
 
 
@@ -254,12 +254,22 @@ def _rotation_state(ctx: RunContext, member: int, random_state: dict) -> tuple[d
     spec, seed = ctx.spec, ctx.protocol.seed
     with torch_global_seed(torch_seed(seed, "rotation-init", member)):
         rotation_model = spec.model(4, False)
+    check = rotation_check_images(ctx)
     pretrained, accuracy = pretrain_rotation(
-        rotation_model, ctx.pool.images, ctx.validation.images, spec.pretrain_schedule, spec.normalise,
+        rotation_model, ctx.pool.images, check, spec.pretrain_schedule, spec.normalise,
         torch_seed(seed, "rotation-train", member), ctx.device, ctx.progress,
     )
     return (transfer_weights(pretrained, random_state, spec.classifier),
-            f"validation rotation accuracy {accuracy:.3f}", {"rotation_accuracy": accuracy})
+            f"rotation accuracy {accuracy:.3f} on {len(check)} {'validation' if len(ctx.validation) else 'pool'} "
+            f"images", {"rotation_accuracy": accuracy})
+
+
+def rotation_check_images(ctx: RunContext) -> Images:
+    """The images rotation pretraining keeps its best epoch on: the validation images, or (the cold start) a
+    seeded sample of the pool."""
+    if len(ctx.validation):
+        return ctx.validation.images
+    return take(ctx.pool.images, pool_check_positions(len(ctx.pool), ctx.protocol.seed))
 
 
 def _simclr_state(ctx: RunContext, member: int, random_state: dict) -> tuple[dict, str, dict]:
@@ -392,13 +402,16 @@ def run_active_learning(
     process is working on is skipped.
     """
     run = central_method_run(ctx, settings)
-    return run.resume(lambda records: _run_active_learning(ctx, settings, options, keep_checkpoints, run, records))
+    return run.resume(lambda records: loop.run_steps(
+        active_learning_steps(ctx, settings, options, keep_checkpoints, run, records)))
 
 
-def _run_active_learning(
+def active_learning_steps(
     ctx: RunContext, settings: RunSettings, options: AcquisitionOptions, keep_checkpoints: Container[int],
     run: MethodRun, records: list[dict],
-) -> list[dict]:
+) -> loop.Steps:
+    """The AL run from its finished `records` on, as steps (common.loop.Steps): each training is yielded to the
+    executor, which sends back its seconds; `run` must be open (MethodRun.resume or opened)."""
     spec, seed, folder = ctx.spec, ctx.protocol.seed, run.folder
     strategy = STRATEGIES.get(settings.method)
     start = len(records)
@@ -419,12 +432,15 @@ def _run_active_learning(
     oracle = Oracle(ctx.pool.labels, revealed=np.concatenate(
         [initial, load_acquired(ctx, folder, records, settings.budget, initial=initial)]))
     if start == 0 and len(initial):  # the starting set trains the model the first acquisition selects with
-        images, labels = loop.training_set(ctx.pool, oracle, validation_parts(ctx, settings, -1)[1])
-        loop.fit(models, images, labels, settings.schedule, spec.normalise,
-                 [torch_seed(seed, "train-initial", m) for m in range(len(models))], ctx.device, ctx.progress,
-                 description="train on the starting set")
+        images, labels = training_data(ctx, settings, oracle, -1)
+        yield loop.Training(models, images, labels, settings.schedule, spec.normalise,
+                            [torch_seed(seed, "train-initial", m) for m in range(len(models))], ctx.device,
+                            ctx.progress, description="train on the starting set")
     for iteration in range(start, settings.iterations):
-        read, trained = validation_parts(ctx, settings, iteration)
+        read = acquisition_reference(ctx, settings, oracle, iteration)
+        acquiring, strategy_name = strategy, settings.method
+        if strategy.uses_validation_labels and not len(read):  # the cold start's first batch: nothing to read
+            acquiring, strategy_name = STRATEGIES.get(EMPTY_FOLD_FALLBACK), EMPTY_FOLD_FALLBACK
         state = AcquisitionState(
             models=models, to_input=spec.normalise, pool=ctx.pool,
             unlabelled=np.setdiff1d(np.arange(len(ctx.pool)), oracle.labelled),
@@ -432,14 +448,16 @@ def _run_active_learning(
             rng=numpy_rng(seed, "acquire", iteration), seed=torch_seed(seed, "acquire", iteration), options=options,
             scratch=folder / "scratch", trained_before=len(initial) > 0,
         )
-        chosen, acquire_seconds = loop.acquire(strategy, state, settings.method)
+        chosen, acquire_seconds = loop.acquire(acquiring, state, strategy_name)
+        if acquiring is not strategy:
+            state.notes["acquired_with"] = strategy_name
         loop.save_acquired(folder, iteration, ctx.split.pool_indices[chosen])
         oracle.reveal(chosen)
 
-        images, labels = loop.training_set(ctx.pool, oracle, trained)
+        images, labels = training_data(ctx, settings, oracle, iteration)
         member_seeds = [torch_seed(seed, "train", iteration, m) for m in range(len(models))]
-        train_seconds = loop.fit(models, images, labels, settings.schedule, spec.normalise, member_seeds, ctx.device,
-                                 ctx.progress, description=f"train b={iteration}")
+        train_seconds = yield loop.Training(models, images, labels, settings.schedule, spec.normalise, member_seeds,
+                                            ctx.device, ctx.progress, description=f"train b={iteration}")
         validation_labels = len(ctx.validation) if strategy.uses_validation_labels or settings.train_on_validation else 0
         record = {**metrics_record(ctx, settings.recorded(), iteration, len(oracle.labelled), validation_labels, models, acquire_seconds,
                             train_seconds), **state.notes}
@@ -454,14 +472,45 @@ def validation_parts(ctx: RunContext, settings: RunSettings, iteration: int) -> 
 
     Every method reads the whole validation set and trains on it only with --train-on-validation, except
     the held-out-fold FK methods (fk-nn-split, fk-nn-kfold), which train on all folds but one and read
-    the misses of a fold the acquiring model never saw."""
+    the misses of a fold the acquiring model never saw. Without a validation set (the cold start) see
+    `training_data`."""
     plan = STRATEGIES.get(settings.method).held_out_folds
-    if plan is None:
+    if plan is None or not len(ctx.validation):
         return ctx.validation, (ctx.validation if settings.train_on_validation else None)
     fold_of = stratified_folds(ctx.validation.labels.numpy(), settings.val_folds,
                                numpy_rng(ctx.protocol.seed, "validation-folds"))
     read, trained = plan.parts(fold_of, iteration, settings.val_folds)
     return subset(ctx.validation, read), subset(ctx.validation, trained)
+
+
+def own_label_parts(ctx: RunContext, settings: RunSettings, oracle: Oracle, iteration: int
+                    ) -> tuple[Split, np.ndarray] | None:
+    """The cold start (--val-per-class 0) of a held-out-fold method: its own labels dealt into folds as they
+    arrive (label_folds), the same plan as on a validation set: (the labelled images the acquisition at
+    `iteration` reads, the pool positions trained on after it). None for every other run."""
+    plan = STRATEGIES.get(settings.method).held_out_folds
+    if plan is None or len(ctx.validation):
+        return None
+    labels = oracle.labels(oracle.labelled)
+    read, trained = plan.parts(label_folds(labels.numpy(), settings.val_folds), iteration, settings.val_folds)
+    return Split(images=take(ctx.pool.images, oracle.labelled[read]), labels=labels[torch.from_numpy(read)],
+                 source=ctx.pool.source), oracle.labelled[trained]
+
+
+def acquisition_reference(ctx: RunContext, settings: RunSettings, oracle: Oracle, iteration: int) -> Split:
+    """The labelled images the acquisition at `iteration` reads (validation_parts, or own_label_parts)."""
+    own = own_label_parts(ctx, settings, oracle, iteration)
+    return own[0] if own else validation_parts(ctx, settings, iteration)[0]
+
+
+def training_data(ctx: RunContext, settings: RunSettings, oracle: Oracle, iteration: int) -> tuple[Images, torch.Tensor]:
+    """What the model trained after the acquisition at `iteration` (-1: on a starting set) trains on: every
+    pool label plus the validation part it trains on (validation_parts), or, in the cold start of a
+    held-out-fold method, its labels but the held-out fold (own_label_parts)."""
+    own = own_label_parts(ctx, settings, oracle, iteration)
+    if own:
+        return take(ctx.pool.images, own[1]), oracle.labels(own[1])
+    return loop.training_set(ctx.pool, oracle, validation_parts(ctx, settings, iteration)[1])
 
 
 def subset(split: Split, positions: np.ndarray) -> Split:

@@ -6,7 +6,8 @@ asynchronous worker or server (asynchronous/) all call these, so the AL step exi
 from __future__ import annotations
 
 import time
-from collections.abc import Container, Sequence
+from collections.abc import Container, Generator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -63,6 +64,42 @@ def fit(
                     loss=loss)
         for model, seed in zip(models, seeds, strict=True)
     )
+
+
+@dataclass
+class Training:
+    """A training an AL run asks of its executor: every ensemble member in place on (images, labels), member m
+    with seeds[m]. The executor trains it one by one (`one_by_one`, the local and Ray executors) or together with
+    other runs' same-shaped models (common/lockstep.py) and sends back the seconds it took."""
+
+    models: Sequence[nn.Module]
+    images: Images
+    labels: torch.Tensor
+    schedule: Schedule
+    to_input: ToInput
+    seeds: Sequence[int]
+    device: torch.device
+    progress: bool = False
+    description: str = "train"
+
+    def one_by_one(self) -> float:
+        return fit(self.models, self.images, self.labels, self.schedule, self.to_input, self.seeds, self.device,
+                   self.progress, self.description)
+
+
+# An AL run as a generator: it yields each Training it needs and is sent the seconds the training took; it
+# returns the run's metrics records (common.experiment.active_learning_steps).
+Steps = Generator[Training, float, list[dict]]
+
+
+def run_steps(steps: Steps) -> list[dict]:
+    """Drive a run's steps to the end, training each request one by one; the run's records."""
+    try:
+        request = next(steps)
+        while True:
+            request = steps.send(request.one_by_one())
+    except StopIteration as finished:
+        return finished.value
 
 
 def evaluate(

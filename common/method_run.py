@@ -14,7 +14,8 @@ goes on from there. The record of a step is logged by `log_step`, one line forma
 from __future__ import annotations
 
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -60,14 +61,23 @@ class MethodRun:
     def resume(self, body: Callable[[list[dict]], list[dict]]) -> list[dict]:
         """`body(finished records)` with the folder locked and cleaned; its return value, or the finished records
         when another process is working on the run (skipped)."""
+        with self.opened() as records:
+            return finished_records(self.folder) if records is None else body(records)
+
+    @contextmanager
+    def opened(self) -> Iterator[list[dict] | None]:
+        """The folder locked and cleaned for as long as the block runs, yielding its finished records, or None
+        when another process is working on the run (skipped). `resume` is one run's use; the lockstep executor
+        (common/lockstep.py) holds many runs open at once."""
         with storage.exclusive(self.folder) as mine:
             if not mine:
                 self.log(f"{self.prefix} {self.folder} is being run by another process; skipped")
-                return finished_records(self.folder)
+                yield None
+                return
             storage.remove_stale_temporaries(self.folder)
             shutil.rmtree(self.folder / "scratch", ignore_errors=True)  # a killed acquisition's descriptor memmaps
             self.check_settings(write=self.write_settings)
-            return body(finished_records(self.folder))
+            yield finished_records(self.folder)
 
     def check_settings(self, write: bool = False) -> None:
         """The stored settings.json against the current settings (a finished run looked at without the lock)."""

@@ -388,20 +388,22 @@ def aubc_rows(records: list[dict], metric: str, count_validation: bool = True,
     return result
 
 
-def aubc_markdown(span: tuple[float, float], rows: list[AreaRow], metric: str) -> str:
+def aubc_markdown(span: tuple[float, float], rows: list[AreaRow], metric: str, count_validation: bool = True) -> str:
     low, high = span
-    lines = [f"AUBC of {METRICS[metric]} (normalised area under the budget curve, {low:g} to {high:g} labels, every "
-             "label counted; mean ± std over runs):", "", "| method | AUBC | runs |", "|---|---|---|"]
+    counted = "every label counted" if count_validation else "pool labels counted"
+    lines = [f"AUBC of {METRICS[metric]} (normalised area under the budget curve, {low:g} to {high:g} labels, "
+             f"{counted}; mean ± std over runs):", "", "| method | AUBC | runs |", "|---|---|---|"]
     lines += [f"| {r.label} | {r.mean:.4f} ± {r.std:.4f} | {r.runs} |" for r in rows]
     return "\n".join(lines)
 
 
 def win_matrix(records: list[dict], metric: str, group: Callable[[dict], tuple] = setting_key,
-               name: Callable[[dict], str] = method_label, alpha: float = 0.05,
+               name: Callable[[dict], str] = method_label, alpha: float = 0.05, count_validation: bool = True,
                ) -> dict[tuple, tuple[list[str], np.ndarray, np.ndarray]]:
     """Per group: (curve names, wins [A, B], budgets compared [A, B]). A wins over B at a label count both
     measured when, over the runs (seeds) both have there (at least 2), A's mean is higher and a paired t-test
-    gives p < `alpha`. Labels count every label (pool + validation)."""
+    gives p < `alpha`. Labels count every label (pool + validation), or pool labels only without
+    `count_validation` (a protocol that hands every method the same validation set)."""
     from scipy.stats import ttest_rel
 
     values: dict[tuple, dict[str, dict[int, dict[int, float]]]] = defaultdict(lambda: defaultdict(lambda: defaultdict(dict)))
@@ -409,7 +411,7 @@ def win_matrix(records: list[dict], metric: str, group: Callable[[dict], tuple] 
         value = record.get(metric)
         if is_reference(method_label(record)) or value is None or not np.isfinite(value):
             continue
-        x = record["labelled"] + record.get("validation_labels", 0)
+        x = record["labelled"] + (record.get("validation_labels", 0) if count_validation else 0)
         values[group(record)][name(record)][x][record["run"]] = float(value)
     result = {}
     for key, curves in values.items():

@@ -63,7 +63,8 @@ def make_split(
     rng: np.random.Generator,
     imbalance_rule: str = "joint",
 ) -> PoolSplit:
-    """Draw `val_per_class` validation images per class, then subsample the minority classes.
+    """Draw `val_per_class` validation images per class (0: none, the cold start), then subsample the minority
+    classes.
 
     By default ("joint") the minority classes' pool images are subsampled jointly, uniformly at
     random, to floor(N_majority / imbalance) images; "per-class" keeps floor(n_c / imbalance)
@@ -72,8 +73,8 @@ def make_split(
     labels = np.asarray(labels)
     if imbalance < 1:
         raise UserError(f"--imbalance must be >= 1, got {imbalance:g}")
-    if val_per_class < 1:
-        raise UserError(f"--val-per-class must be >= 1, got {val_per_class}")
+    if val_per_class < 0:
+        raise UserError(f"--val-per-class must be >= 0, got {val_per_class}")
     repeated = sorted({c for c in minority_classes if list(minority_classes).count(c) > 1})
     if repeated:
         raise UserError(f"--minority-classes names class {', '.join(map(str, repeated))} more than once")
@@ -88,8 +89,9 @@ def make_split(
             raise UserError(
                 f"class {cls} has {len(members)} training images, too few for --val-per-class {val_per_class}"
             )
-        val_parts.append(rng.choice(members, size=val_per_class, replace=False))
-    val_indices = np.sort(np.concatenate(val_parts))
+        if val_per_class:
+            val_parts.append(rng.choice(members, size=val_per_class, replace=False))
+    val_indices = np.sort(np.concatenate(val_parts)) if val_parts else np.empty(0, dtype=np.int64)
 
     rest = np.setdiff1d(np.arange(len(labels)), val_indices)
     is_minority = np.isin(labels[rest], np.asarray(minority_classes, dtype=labels.dtype))

@@ -8,14 +8,23 @@ from __future__ import annotations
 
 import copy
 
+import numpy as np
 import torch
 from torch import nn
 
 from common.images import Images, image_batches
 from common.schedule import Schedule
+from common.seeding import numpy_rng
 from common.train import ToInput, mixed_precision, model_input, place, train_model
 
 ROTATIONS = 4
+CHECK_IMAGES = 1000  # pool images the best epoch is picked on when no validation set is given
+
+
+def pool_check_positions(pool_size: int, seed: int) -> np.ndarray:
+    """Sorted positions of a seeded sample of pool images to pick the best rotation epoch on, for runs with no
+    validation set (the cold start, label.py): rotation labels need no annotator."""
+    return np.sort(numpy_rng(seed, "rotation-check").permutation(pool_size)[:CHECK_IMAGES])
 
 
 def rotate_batch(x: torch.Tensor, _labels: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:

@@ -14,6 +14,9 @@ validation set out of training and take the miss set only from that part:
 
 The plain `fk-nn --train-on-validation` (whatever miss set remains, least-confident fallback)
 is the naive reference these are compared with.
+
+Without a validation set (the cold start, `--val-per-class 0`, and `label.py` on a user's images) the
+folds are dealt from the method's own labels as they arrive (`label_folds`), with the same rules.
 """
 from __future__ import annotations
 
@@ -35,6 +38,20 @@ def stratified_folds(labels: np.ndarray, folds: int, rng: np.random.Generator) -
         assignment[members] = (start + np.arange(len(members))) % folds
         start = (start + len(members)) % folds
     return assignment
+
+
+EMPTY_FOLD_FALLBACK = "coreset"  # what a validation-reading method acquires with while it has nothing to read
+
+
+def label_folds(classes: np.ndarray, folds: int) -> np.ndarray:
+    """[L] fold of each labelled image given in first-labelled order: class c's r-th image goes to fold
+    (c + r) mod folds, so every fold gets about 1/folds of each class, small classes do not all start in
+    fold 0, and an image keeps its fold as later labels arrive."""
+    fold_of = np.empty(len(classes), dtype=np.int64)
+    for label in np.unique(classes):
+        members = np.flatnonzero(classes == label)
+        fold_of[members] = (label + np.arange(len(members))) % folds
+    return fold_of
 
 
 @dataclass(frozen=True)

@@ -37,16 +37,15 @@ from common.seeding import numpy_rng, torch_global_seed, torch_seed
 from common.strategies import STRATEGIES, AcquisitionOptions, AcquisitionState
 from common.strategies.diversity import greedy_k_centre
 from common.train import accuracy_report, predict_probabilities
-from common.unsup import pretrain_rotation, transfer_weights
+from common.unsup import pool_check_positions, pretrain_rotation, transfer_weights
+from common.validation_folds import EMPTY_FOLD_FALLBACK, label_folds
 from labelling.model import starting_weights
 
 COLD_START = "k-centre on the start network's features (no label yet)"
-FALLBACK = "coreset"  # what a validation-reading method uses while its held-out fold is empty
 # methods that read pool labels no annotator has given yet: fk-oracle (the truth), direct (its picks' labels
 # while it picks, which a project could only answer over several rounds per batch)
 NEEDS_TRUE_LABELS = ("fk-oracle", "direct")
 BOOTSTRAP_RESAMPLES = 200
-ROTATION_CHECK_IMAGES = 1000  # pool images rotation pretraining measures its epochs on (seeded sample)
 
 
 @dataclass
@@ -61,17 +60,6 @@ class Step:
     model: dict | None = None  # the model version: labels, trained_on, held_out_fold, held_out, estimate
     state: dict | None = None  # its weights
     notes: dict = field(default_factory=dict)
-
-
-def label_folds(classes: np.ndarray, folds: int) -> np.ndarray:
-    """[L] fold of each labelled image given in first-labelled order: class c's r-th image goes to fold
-    (c + r) mod folds, so every fold gets about 1/folds of each class, small classes do not all start in
-    fold 0, and an image keeps its fold as later labels arrive."""
-    fold_of = np.empty(len(classes), dtype=np.int64)
-    for label in np.unique(classes):
-        members = np.flatnonzero(classes == label)
-        fold_of[members] = (label + np.arange(len(members))) % folds
-    return fold_of
 
 
 def balanced_accuracy(predicted: np.ndarray, truth: np.ndarray) -> float:
@@ -102,7 +90,7 @@ def start_state(spec: DatasetSpec, pool: Images, start: str, weights: str | None
     elif start == "rotation":
         with torch_global_seed(torch_seed(seed, "rotation-init", 0)):
             rotation_model = spec.model(4, False)
-        check = np.sort(numpy_rng(seed, "rotation-check").permutation(len(pool))[:ROTATION_CHECK_IMAGES])
+        check = pool_check_positions(len(pool), seed)
         log(f"rotation pretraining on the {len(pool)} pool images (once per project)")
         pretrained, accuracy = pretrain_rotation(rotation_model, pool, take(pool, check), spec.pretrain_schedule,
                                                  spec.normalise, torch_seed(seed, "rotation-train", 0), device,
@@ -165,10 +153,10 @@ def next_step(spec: DatasetSpec, pool: Images, labelled: np.ndarray, classes: np
 
     used, note = method, ""
     if strategy.uses_validation_labels and len(held) == 0:
-        used = FALLBACK
+        used = EMPTY_FOLD_FALLBACK
         note = (f"{method} reads the misses of held-out fold {held_out_fold}, which holds no label yet "
-                f"({len(labelled)} labels in {folds} folds): {FALLBACK} (k-centre around the labelled images) instead")
-    if used == FALLBACK:
+                f"({len(labelled)} labels in {folds} folds): {EMPTY_FOLD_FALLBACK} (k-centre around the labelled images) instead")
+    if used == EMPTY_FOLD_FALLBACK:
         chosen = k_centre(models[0], spec, pool, unlabelled, labelled, budget, rng, device)
         notes: dict = {}
     else:

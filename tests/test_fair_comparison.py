@@ -45,6 +45,12 @@ def test_grid_covers_every_method_at_every_validation_size_with_and_without_trai
     for method in ("random", "entropy", "badge", "fk-nn"):  # the rotation start, with and without trainval
         assert {(100, method, False, (1,)), (100, method, True, (1,))} <= covered, method
     assert (100, "fk-nn-split", False, (1,)) in covered
+    for method in ("random", "entropy", "coreset", "badge", "var-ratio-mc", "fk-nn-kfold", "fk-nn-split", "typiclust",
+                   "probcover", "direct"):  # the cold start: no validation set given
+        assert (0, method, False, (0,)) in covered, method
+    for val in (10, 50, 100):  # the 2022-2025 baselines in the decision-table cells
+        for method in ("typiclust", "probcover", "direct"):
+            assert {(val, method, False, (0,)), (val, method, True, (0,))} <= covered, (val, method)
 
 
 def test_jobs_go_tier_by_tier_and_run_by_run():
@@ -91,6 +97,9 @@ def results_tree(tmp_path):
         write_run(out, "ir100_val10", "fk-nn-kfold", run, [(125, 100, 0.69 + wobble), (250, 100, 0.76 + wobble)])
         write_run(out, "ir100_val10_min2-4-6", "fk-nn", run, [(125, 100, 0.6), (250, 100, 0.7)],
                   minority_set="min2-4-6")
+        # the cold start: no validation set; the best curve above would win any table it shared
+        write_run(out, "ir100_val0", "random", run, [(250, 0, 0.45 + wobble), (500, 0, 0.55 + wobble)])
+        write_run(out, "ir100_val0", "fk-nn-kfold", run, [(250, 0, 0.50 + wobble), (500, 0, 0.65 + wobble)])
     return out
 
 
@@ -106,6 +115,12 @@ def test_report_decides_per_total_budget(results_tree, tmp_path):
     assert rows[1].startswith("| 500 | fk-nn-kfold (val 10/class): 0.760 ± 0.010 at 350 (2 runs) |")
     assert "| 279 (20% fewer) |" in rows[1]
     assert "min2-4-6" in text  # the chosen minority set gets its own tables
+    assert "val 0/class" not in balanced  # the cold start is not mixed into the given-validation table
+    cold = text.split("### balanced accuracy: imbalance 100, random start, cold start (no validation set given")[1]
+    cold_rows = [line for line in cold.split("###")[0].splitlines() if line.startswith("| 250") or line.startswith("| 500")]
+    assert cold_rows[0].startswith("| 250 | fk-nn-kfold (val 0/class): 0.500 ± 0.010 at 250 (2 runs) | "
+                                   "random (val 0/class): 0.450 ± 0.010 at 250 (2 runs) |")
+    assert cold_rows[1].startswith("| 500 | fk-nn-kfold (val 0/class): 0.650 ± 0.010 at 500 (2 runs) |")
     assert "| imbalance 100, random start | 10 | entropy 2 (2), entropy+trainval 2 (2), fk-nn-kfold 2 (2) |" in text
     assert (tmp_path / "docs" / "savings_ir100_val10_unsup0.md").exists()
 

@@ -25,4 +25,5 @@ def test_the_gpu_check_runs_every_section_on_the_cpu(tmp_path):
                 or line.startswith("| 20")]
     assert len(matching) == 2 and all(line.split("|")[6].strip() == "0" for line in matching)  # equals FAISS exact
     assert "results equal: yes" in text and "iteration 0 100%, iteration 1 100%" in text
+    assert "--executor lockstep" in text and "picks equal: yes" in text
     assert "| 4 | 50 |" in text.split("## batched")[1]

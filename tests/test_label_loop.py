@@ -18,9 +18,10 @@ import pytest
 import torch
 from PIL import Image
 
+from common.validation_folds import label_folds
 from conftest import REPO_ROOT, assert_one_line_error
 from labelling.project import FILE, Project
-from labelling.step import balanced_accuracy, estimate_with_spread, label_folds
+from labelling.step import balanced_accuracy, estimate_with_spread
 from test_label import CLASSES, label_py, labelled
 
 NAMES = CLASSES.split(",")

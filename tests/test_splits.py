@@ -86,7 +86,7 @@ def test_same_seed_same_split_different_seed_different():
 @pytest.mark.parametrize("kwargs", [
     dict(val_per_class=50),  # a class would have no pool image left
     dict(val_per_class=80),
-    dict(val_per_class=0),
+    dict(val_per_class=-1),  # 0 is the cold start (no validation set; tests/test_cold_start.py)
     dict(minority=(10,)),
     dict(minority=(-1,)),
     dict(minority=tuple(range(10))),
