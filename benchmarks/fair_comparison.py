@@ -138,7 +138,9 @@ def main() -> None:
     parser.add_argument("--runs", type=positive_int, default=RUNS, help=f"at most this many runs per cell ({RUNS})")
     parser.add_argument("--report-only", action="store_true")
     parser.add_argument("--list", action="store_true", help="print the jobs and stop")
-    parser.add_argument("--docs", type=Path, default=REPO / "docs")
+    parser.add_argument("--docs", type=Path, default=REPO / "docs", help="where the plots and per-setting tables go")
+    parser.add_argument("--results", type=Path, default=REPO / "benchmarks" / "results" / "fair_comparison.md",
+                        help="where the decision tables go")
     args = parser.parse_args()
     cells = grid()
     unknown = sorted(set(args.cell or ()) - {cell.name for cell in cells})
@@ -159,7 +161,7 @@ def main() -> None:
         parser.error(f"no results under {args.out / 'fashion-mnist'} to report on; run the grid first")
     from benchmarks.fair_report import write_report  # noqa: PLC0415  (matplotlib only for the report)
 
-    write_report(args.out, args.docs)
+    write_report(args.out, args.docs, args.results)
 
 
 if __name__ == "__main__":

@@ -92,8 +92,8 @@ def runs_table(records: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def write_report(out: Path, docs: Path, results: Path = RESULTS) -> Path:
-    """Plots and per-setting tables into `docs`, the decision tables into `results`/fair_comparison.md."""
+def write_report(out: Path, docs: Path, results: Path = RESULTS / "fair_comparison.md") -> Path:
+    """Plots and per-setting tables into `docs`, the decision tables into the file `results`."""
     records = load_records(out / DATASET)
     plots = out / DATASET / "plots"
     written = report(records, DATASET, plots, count_validation=True, target=None)
@@ -107,8 +107,7 @@ def write_report(out: Path, docs: Path, results: Path = RESULTS) -> Path:
             "curve's point with the most labels within the budget (mean ± std over runs); the gap is in units of "
             "the two curves' pooled std.\n\n" + decision_tables(records) + "\n\n## Runs per cell\n\n"
             + runs_table(records) + "\n")
-    results.mkdir(exist_ok=True)
-    path = results / "fair_comparison.md"
-    path.write_text(text)
+    results.parent.mkdir(parents=True, exist_ok=True)
+    results.write_text(text)
     print(text)
-    return path
+    return results

@@ -104,7 +104,7 @@ def results_tree(tmp_path):
 
 
 def test_report_decides_per_total_budget(results_tree, tmp_path):
-    path = write_report(results_tree, tmp_path / "docs", tmp_path / "results")
+    path = write_report(results_tree, tmp_path / "docs", tmp_path / "results" / "fair.md")
     text = path.read_text()
     balanced = text.split("### balanced accuracy: imbalance 100, random start\n")[1].split("###")[0]
     rows = [line for line in balanced.splitlines() if line.startswith("| 2") or line.startswith("| 5")]
