@@ -43,7 +43,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from common import search
+from common import search, storage
 from common.search import SearchSettings
 
 METHODS = ("exact-cpu", "ivf-cpu", "exact-gpu", "torch-brute", "torch-exact")
@@ -116,7 +116,7 @@ def torch_brute_force(pool: np.ndarray, queries: np.ndarray, k: int) -> tuple[np
     chunk_rows = int(np.clip(2**26 // max(len(centres), 1), 1024, 65536))  # [Q, chunk] <= 256 MB
     best_similarities = torch.empty((len(centres), 0))
     best_ids = torch.empty((len(centres), 0), dtype=torch.int64)
-    for start, chunk in search.float32_chunks(pool, chunk_rows):
+    for start, chunk in storage.float32_chunks(pool, chunk_rows):
         similarities = centres @ torch.from_numpy(chunk).T  # [Q, chunk]
         top = torch.topk(similarities, min(k, similarities.shape[1]), dim=1)
         merged_similarities = torch.cat([best_similarities, top.values], dim=1)

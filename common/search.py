@@ -10,11 +10,12 @@ non-contiguous input (a memmap column slice) is never copied whole.
 """
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 import faiss
 import numpy as np
+
+from common.storage import float32_chunks
 
 INDEX_KINDS = ("auto", "exact", "ivf", "torch")
 ADD_CHUNK = 65536  # rows converted to contiguous float32 and added at a time
@@ -76,12 +77,6 @@ def gpu_available() -> bool:
     return getattr(faiss, "get_num_gpus", lambda: 0)() > 0
 
 
-def float32_chunks(vectors: np.ndarray, chunk: int = ADD_CHUNK) -> Iterator[tuple[int, np.ndarray]]:
-    """(first row, contiguous float32 copy of rows [first, first + chunk)) over `vectors` [N, D]."""
-    for start in range(0, len(vectors), chunk):
-        yield start, np.ascontiguousarray(vectors[start : start + chunk], dtype=np.float32)
-
-
 def ivf_list_count(rows: int, settings: SearchSettings) -> int:
     """IVF lists for `rows` vectors: settings.nlist, else round(4·sqrt(N)) clamped to [1, T/39]
     where T = min(N, train_sample) training rows, so k-means gets >= 39 points per list."""
@@ -124,7 +119,7 @@ def build_index(
         index = faiss.IndexFlatIP(dim)
         if gpu:
             index = faiss.index_cpu_to_all_gpus(index)
-    for _, chunk in float32_chunks(vectors):
+    for _, chunk in float32_chunks(vectors, ADD_CHUNK):
         index.add(chunk)
     return index
 
@@ -159,7 +154,7 @@ def exact_top_k(vectors: np.ndarray, queries: np.ndarray, k: int) -> tuple[np.nd
     queries = np.ascontiguousarray(queries, dtype=np.float32)
     faiss.cvar.distance_compute_blas_threshold = BLAS_THRESHOLD
     heap = faiss.ResultHeap(len(queries), k, keep_max=True)
-    for start, chunk in float32_chunks(vectors):
+    for start, chunk in float32_chunks(vectors, ADD_CHUNK):
         similarities, ids = faiss.knn(queries, chunk, min(k, len(chunk)), metric=faiss.METRIC_INNER_PRODUCT)
         heap.add_result(similarities, np.where(ids >= 0, ids + start, -1))
     heap.finalize()

@@ -227,3 +227,10 @@ def tidy(folder: Path) -> None:
     with exclusive(folder) as mine:
         if mine:
             remove_stale_temporaries(folder)
+
+
+def float32_chunks(vectors: np.ndarray, chunk: int) -> Iterator[tuple[int, np.ndarray]]:
+    """(first row, contiguous float32 copy of rows [first, first + chunk)) over `vectors` [N, D]: a descriptor
+    matrix streamed from its memmap in bounded pieces (FAISS adds, exact scans, the PyTorch matcher)."""
+    for start in range(0, len(vectors), chunk):
+        yield start, np.ascontiguousarray(vectors[start : start + chunk], dtype=np.float32)

@@ -16,7 +16,7 @@ import math
 import numpy as np
 import torch
 
-from common.search import float32_chunks
+from common.storage import float32_chunks
 
 POOL_CHUNK = 65_536
 SCORE_BYTES = 1 << 28  # one query block's [block, chunk] float32 scores: 256 MiB
