@@ -651,3 +651,22 @@ def test_the_win_matrix_counts_budgets_won_by_a_paired_test_over_seeds():
     assert wins[index["bad"], index["good"]] == 0
     assert wins[index["good"], index["same"]] == 0 and compared[index["good"], index["same"]] == 2  # within noise
     assert "| good | 3/3 | - | 0/2 |" in win_matrix_markdown(names, wins, compared, "test_acc")
+
+
+def test_the_win_matrix_compares_pool_labels_when_every_method_has_the_same_validation_set():
+    """Counting every label, a method that read 100 validation labels shares no label count with one that read
+    none; counting pool labels (the headline protocol hands both the same set) they meet at every budget."""
+    from common.reporting import win_matrix
+
+    def record(method, run, labelled, validation, accuracy):
+        return {"method": method, "run": run, "labelled": labelled, "validation_labels": validation, "imbalance": 10,
+                "val_per_class": 20, "unsupervised": 0, "test_acc": accuracy}
+
+    noise = [0.00, 0.01, -0.01, 0.02, -0.02]
+    records = [record("reads", r, x, 100, 0.8 + noise[r]) for r in range(5) for x in (100, 200)]
+    records += [record("blind", r, x, 0, 0.6 + noise[r]) for r in range(5) for x in (100, 200)]
+    (names, wins, compared), = win_matrix(records, "test_acc").values()
+    assert compared.max() == 1  # only at 200 total labels: "reads" at 100 pool + 100 validation
+    (names, wins, compared), = win_matrix(records, "test_acc", count_validation=False).values()
+    index = {name: i for i, name in enumerate(names)}
+    assert wins[index["reads"], index["blind"]] == 2 == compared[index["reads"], index["blind"]]
