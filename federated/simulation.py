@@ -57,6 +57,7 @@ def run_jobs(jobs: list[Job], out: Path, log: Callable[[str], None] = print, ver
     except (KeyboardInterrupt, SystemExit) as signalled:
         if isinstance(signalled, SystemExit) and signalled.code != signal.SIGTERM:
             raise
+        silence_flower()
         stop.set()  # Ray's own SIGTERM handler (sys.exit(15)) bypassed ours: stop the server here
         server_done.wait(STOP_SECONDS)
         _stop_ray()
@@ -75,6 +76,7 @@ def stopping_on_signals(stop) -> Iterator[None]:
     then interrupt the main thread (Flower's runtime and its Ray actors wind down)."""
 
     def handler(_signal: int, _frame) -> None:
+        silence_flower()
         stop.set()
         raise KeyboardInterrupt
 
@@ -87,6 +89,13 @@ def stopping_on_signals(stop) -> Iterator[None]:
     finally:
         for sig, old in previous.items():
             signal.signal(sig, old)
+
+
+def silence_flower() -> None:
+    """After a stop signal, Flower's threads log the deaths of the Ray actors being shut down as ERROR
+    tracebacks; the interruption is ours to report, in one line, so Flower says nothing more in this
+    process (which is ending)."""
+    logging.getLogger("flwr").setLevel(logging.CRITICAL + 1)
 
 
 def _stop_ray() -> None:
