@@ -29,7 +29,7 @@ from common.cli import OneLineErrorParser, positive_int  # noqa: E402
 COMMON = ("--dataset", "fashion-mnist", "--iterations", "8", "--threads", "1", "--quiet")
 BUDGET = "125"  # labels per iteration; the cold start takes 250 (total budgets up to 2000)
 BASELINES = "random,entropy,badge"
-NEW_BASELINES = "typiclust,probcover,direct"  # the 2022-2025 baselines (issue 26), in the decision-table cells
+NEW_BASELINES = "typiclust,probcover,direct"  # TypiClust, ProbCover, DIRECT (docs/method.md), in the decision-table cells
 COLD_START = "random,entropy,coreset,badge,fk-nn-kfold,fk-nn-split,typiclust,probcover,direct"
 FK_PLAIN = "fk-nn"
 FK_WITH_VALIDATION = "fk-nn-split,fk-nn-kfold"  # fk-nn +trainval is the naive reference, run with the baselines
