@@ -40,6 +40,16 @@ def pyplot():
     return plt
 
 
+def curve_styles(labels) -> dict[str, tuple]:
+    """label -> (colour, line style): one colour per method, solid for the method itself and dashed for its
+    variants ("entropy+trainval", "entropy+sync"), so 16 curves of 9 methods stay apart (the default colour
+    cycle repeats after 10)."""
+    bases = sorted({label.split("+")[0] for label in labels})
+    palette = pyplot().get_cmap("tab10" if len(bases) <= 10 else "tab20")
+    colours = {base: palette(index % palette.N) for index, base in enumerate(bases)}
+    return {label: (colours[label.split("+")[0]], "-" if "+" not in label else "--") for label in labels}
+
+
 def get_args_parser() -> argparse.ArgumentParser:
     parser = OneLineErrorParser(description=__doc__, formatter_class=DefaultsHelpFormatter)
     parser.add_argument("--dataset", default="digits")
@@ -69,13 +79,16 @@ def variant_title(variant: str) -> str:
 def draw(setting: tuple, per_metric: dict[str, dict[str, Curve]], savings_text: str, title: str, x_name: str):
     figure, axes = pyplot().subplots(1, len(METRICS), figsize=(6.2 * len(METRICS), 4.8))
     for axis, (metric, metric_title) in zip(axes, METRICS.items()):
+        styles = curve_styles(per_metric[metric])
         for method, curve in sorted(per_metric[metric].items()):
             if is_reference(method):
                 axis.axhline(curve.mean[0], color="black", linestyle="--", linewidth=1,
                              label=f"all-train {curve.mean[0]:.3f} ({curve.run_label()})")
                 continue
-            line = axis.plot(curve.x, curve.mean, marker="o", markersize=3, label=f"{method} ({curve.run_label()})")[0]
-            axis.fill_between(curve.x, curve.mean - curve.std, curve.mean + curve.std, color=line.get_color(), alpha=0.15)
+            colour, style = styles[method]
+            axis.plot(curve.x, curve.mean, marker="o", markersize=3, color=colour, linestyle=style,
+                      label=f"{method} ({curve.run_label()})")
+            axis.fill_between(curve.x, curve.mean - curve.std, curve.mean + curve.std, color=colour, alpha=0.15)
         axis.set_xlabel(x_name)
         axis.set_ylabel(metric_title)
         axis.grid(alpha=0.3)
@@ -196,13 +209,12 @@ def draw_async_accuracy(records: list[dict], folder: Path, dataset: str) -> list
     written = []
     for setting, curves in sorted(per_setting.items(), key=str):
         figure, axis = pyplot().subplots(figsize=(7, 4.8))
-        colours: dict[str, str] = {}
+        styles = curve_styles(curves)  # a strategy's one colour; sync dashed, async solid
         for method, curve in sorted(curves.items()):
             base, sync = method.removesuffix("+sync"), method.endswith("+sync")
-            line = axis.plot(curve.x, curve.mean, marker="o", markersize=3, linestyle="--" if sync else "-",
-                             color=colours.get(base), label=f"{base} {'sync' if sync else 'async'} "
-                                                            f"({curve.run_label()})")[0]
-            colours.setdefault(base, line.get_color())
+            colour, style = styles[method]
+            axis.plot(curve.x, curve.mean, marker="o", markersize=3, linestyle=style, color=colour,
+                      label=f"{base} {'sync' if sync else 'async'} ({curve.run_label()})")
         written.append(save_line_plot(
             figure, axis, "labelled pool images", "test accuracy",
             f"{dataset}, imbalance {setting[0]:g}, {variant_title(setting[3])}",

@@ -60,19 +60,39 @@ def curve_name(record: dict) -> str:
     return f"{method_label(record)} (val {record.get('val_per_class')}/class)"
 
 
+def label_range_group(record: dict) -> tuple:
+    """protocol_of, the validation size and whether the method read the validation labels: the curves that
+    cover the same label totals, so their AUBCs and win matrix compare like for like (at 100/class a method
+    that reads the set starts at 1125 labels, one that never reads it at 125)."""
+    return *protocol_of(record), record.get("val_per_class"), record.get("validation_labels", 0) > 0
+
+
+def range_group_title(val_per_class: int, read: bool) -> str:
+    if val_per_class == 0:
+        return "no validation set"
+    return f"validation {val_per_class}/class, " + ("methods that read it" if read else "methods that never read it")
+
+
+def per_label_range(protocol: tuple, tables: dict[tuple, tuple], markdown) -> str:
+    """The protocol's tables, one per label_range_group, each under its title."""
+    groups = sorted((key[-2], not key[-1]) for key in tables if key[:-2] == protocol)
+    return "".join(f"\n\n#### {range_group_title(size, not unread)}\n\n{markdown(*tables[(*protocol, size, not unread)])}"
+                   for size, unread in groups)
+
+
 def decision_tables(records: list[dict]) -> str:
     sections = []
     for metric in DECISION_METRICS:
-        areas = aubc_rows(records, metric, group=protocol_of, name=curve_name)
-        matrices = win_matrix(records, metric, group=protocol_of, name=curve_name)
+        areas = aubc_rows(records, metric, group=label_range_group, name=curve_name)
+        matrices = win_matrix(records, metric, group=label_range_group, name=curve_name)
         for protocol, curves in sorted(decision_curves(records, metric).items(), key=str):
             decisions = [d for d in (decide(curves, budget) for budget in budgets_with_points(curves))
                          if d is not None]
             if decisions:
-                area = f"\n\n{aubc_markdown(*areas[protocol], metric)}" if protocol in areas else ""
-                area += f"\n\n{win_matrix_markdown(*matrices[protocol], metric)}" if protocol in matrices else ""
+                area = per_label_range(protocol, areas, lambda span, rows: aubc_markdown(span, rows, metric))
+                matrix = per_label_range(protocol, matrices, lambda *table: win_matrix_markdown(*table, metric))
                 sections.append(f"### {METRICS[metric]}: {protocol_title(*protocol)}\n\n"
-                                f"{decision_markdown(decisions, metric)}{area}")
+                                f"{decision_markdown(decisions, metric)}{area}{matrix}")
     return "\n\n".join(sections)
 
 

@@ -366,8 +366,8 @@ def aubc_rows(records: list[dict], metric: str, count_validation: bool = True,
               ) -> dict[tuple, tuple[tuple, list]]:
     """Per group (default: per setting): ((low, high), [AreaRow best first]) — every curve's runs (curves
     named by `name`, default the method label) scored on the label range all of the group's active-learning
-    curves cover (the latest first point to the earliest last one), so the areas compare like for like.
-    Labels count validation images with `count_validation`."""
+    curves cover (the latest first point to the earliest last one), so the areas compare like for like; a
+    group whose curves share no label count has no rows. Labels count validation images with `count_validation`."""
     runs: dict[tuple, dict[str, dict[int, dict[int, float]]]] = defaultdict(lambda: defaultdict(lambda: defaultdict(dict)))
     for record in records:
         value = record.get(metric)
@@ -379,6 +379,8 @@ def aubc_rows(records: list[dict], metric: str, count_validation: bool = True,
     for setting, by_label in runs.items():
         spans = [(min(points), max(points)) for per_run in by_label.values() for points in per_run.values()]
         low, high = max(s[0] for s in spans), min(s[1] for s in spans)
+        if low > high:  # no label count every curve covers: no like-for-like area
+            continue
         rows = []
         for label, per_run in by_label.items():
             areas = [aubc(np.array(sorted(points)), np.array([points[x] for x in sorted(points)]), low, high)

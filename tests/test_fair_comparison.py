@@ -100,6 +100,8 @@ def results_tree(tmp_path):
         # the cold start: no validation set; the best curve above would win any table it shared
         write_run(out, "ir100_val0", "random", run, [(250, 0, 0.45 + wobble), (500, 0, 0.55 + wobble)])
         write_run(out, "ir100_val0", "fk-nn-kfold", run, [(250, 0, 0.50 + wobble), (500, 0, 0.65 + wobble)])
+        # a larger validation set: its curves start where the 10-per-class ones end
+        write_run(out, "ir100_val100", "entropy@trainval", run, [(125, 1000, 0.80 + wobble), (250, 1000, 0.82 + wobble)])
     return out
 
 
@@ -123,6 +125,31 @@ def test_report_decides_per_total_budget(results_tree, tmp_path):
     assert cold_rows[1].startswith("| 500 | fk-nn-kfold (val 0/class): 0.650 ± 0.010 at 500 (2 runs) |")
     assert "| imbalance 100, random start | 10 | entropy 2 (2), entropy+trainval 2 (2), fk-nn-kfold 2 (2) |" in text
     assert (tmp_path / "docs" / "savings_ir100_val10_unsup0.md").exists()
+
+
+def test_report_scores_aubc_within_each_label_range(results_tree, tmp_path):
+    """Curves cover different label totals (a method that reads 1000 validation labels starts at 1125, one that
+    never reads them at 125), so AUBC tables and win matrices go per validation size and per whether the
+    method read the set, each over the range its curves share."""
+    text = write_report(results_tree, tmp_path / "docs", tmp_path / "results" / "fair.md").read_text()
+    balanced = text.split("### balanced accuracy: imbalance 100, random start\n")[1].split("\n### ")[0]
+
+    def group(title):
+        return balanced.split(f"#### {title}\n")[1].split("####")[0]
+
+    read_small, unread_small = group("validation 10/class, methods that read it"), group(
+        "validation 10/class, methods that never read it")
+    read_large = group("validation 100/class, methods that read it")
+    assert "225 to 350 labels" in read_small and "125 to 250 labels" in unread_small
+    assert "1125 to 1250 labels" in read_large
+    # entropy+trainval at 10/class: (0.70 + 0.72) / 2 on average over the two runs (wobble +-0.01)
+    assert "| entropy+trainval (val 10/class) | 0.7100 ± 0.0100 | 2 |" in read_small
+    assert "| entropy (val 10/class) | 0.4500 ± 0.0100 | 2 |" in unread_small
+    assert "| entropy+trainval (val 100/class) | 0.8100 ± 0.0100 | 2 |" in read_large
+    assert "(val 100/class)" not in read_small and "entropy+trainval" not in unread_small
+    assert balanced.count("Pairwise wins on balanced accuracy") == 3
+    cold = text.split("cold start (no validation set given")[1].split("\n### ")[0]
+    assert "#### no validation set\n" in cold and "250 to 500 labels" in cold
 
 
 @pytest.mark.parametrize("args, expected", [

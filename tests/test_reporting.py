@@ -633,6 +633,10 @@ def test_aubc_rows_score_every_method_on_the_range_all_methods_cover():
     assert second.mean == pytest.approx(0.3) and second.runs == 1
     assert "| a | 0.6750 ± 0.0500 | 2 |" in aubc_markdown(span, rows, "balanced_acc")
 
+    # curves that share no label count (250-500 against 1000-2000) have no like-for-like area: no rows
+    disjoint = [record("a", 0, x, 0.5) for x in (250, 500)] + [record("b", 0, x, 0.8) for x in (1000, 2000)]
+    assert aubc_rows(disjoint, "balanced_acc") == {}
+
 
 def test_the_win_matrix_counts_budgets_won_by_a_paired_test_over_seeds():
     from common.reporting import win_matrix, win_matrix_markdown
@@ -670,3 +674,16 @@ def test_the_win_matrix_compares_pool_labels_when_every_method_has_the_same_vali
     (names, wins, compared), = win_matrix(records, "test_acc", count_validation=False).values()
     index = {name: i for i, name in enumerate(names)}
     assert wins[index["reads"], index["blind"]] == 2 == compared[index["reads"], index["blind"]]
+
+
+def test_curve_styles_give_each_method_one_colour_and_its_variants_a_dashed_line():
+    from run_plot import curve_styles
+
+    methods = ["badge", "direct", "entropy", "fk-nn", "fk-nn-kfold", "fk-nn-split", "probcover", "random", "typiclust"]
+    labels = methods + [f"{m}+trainval" for m in methods if not m.startswith("fk-nn-")]
+    styles = curve_styles(labels)
+    assert len({colour for colour, _ in styles.values()}) == len(methods)  # 16 curves, 9 colours, none shared
+    assert styles["entropy+trainval"] == (styles["entropy"][0], "--") and styles["entropy"][1] == "-"
+    assert styles["probcover"][0] != styles["badge"][0]  # the 11th curve no longer repeats the 1st one's colour
+    many = curve_styles([f"method{i}" for i in range(14)])
+    assert len({colour for colour, _ in many.values()}) == 14  # past 10 methods: a 20-colour palette
