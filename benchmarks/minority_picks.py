@@ -9,7 +9,6 @@ set's balance). This table tells the two apart.
 """
 from __future__ import annotations
 
-import json
 import re
 import sys
 from collections import defaultdict
@@ -23,6 +22,7 @@ sys.path.insert(0, str(REPO))
 from benchmarks.reports import RESULTS  # noqa: E402
 from common.cli import OneLineErrorParser, run_main  # noqa: E402
 from common.errors import UserError  # noqa: E402
+from common.records import read_metrics  # noqa: E402
 from common.storage import load_arrays, load_indices  # noqa: E402
 
 
@@ -42,9 +42,13 @@ def picks_of(folder: Path) -> np.ndarray:
     return np.concatenate([load_indices(path) for path in files]) if files else np.zeros(0, dtype=np.int64)
 
 
-def first_record(folder: Path) -> dict:
-    with open(folder / "metrics.jsonl") as lines:
-        return json.loads(lines.readline())
+def minority_classes(folder: Path) -> list[int]:
+    """The run's minority classes, from its first metrics record (checked against the results contract)."""
+    path = folder / "metrics.jsonl"
+    records = read_metrics(path)
+    if not records or not isinstance(records[0].get("minority_classes"), list):
+        raise UserError(f"{path} names no minority_classes; rerun that run with this version of run.py")
+    return records[0]["minority_classes"]
 
 
 def share_rows(root: Path, labels: np.ndarray) -> dict[tuple[str, str], list[float]]:
@@ -55,7 +59,7 @@ def share_rows(root: Path, labels: np.ndarray) -> dict[tuple[str, str], list[flo
     for folder in method_folders(root):
         run_folder = folder.parent.parent  # <setting>/run<r>/unsup<u>/<method>
         setting = f"{run_folder.parent.name}, {folder.parent.name}"
-        minority = first_record(folder)["minority_classes"]
+        minority = minority_classes(folder)
         shares[(setting, folder.name)].append(minority_share(labels, picks_of(folder), minority))
         if run_folder not in pools and (run_folder / "split.npz").is_file():
             pool = load_arrays(run_folder / "split.npz", ("pool_indices",))["pool_indices"]

@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 from conftest import REPO_ROOT, assert_one_line_error
 from benchmarks.minority_picks import minority_share, picks_markdown, share_rows
@@ -20,6 +21,15 @@ def test_minority_share_counts_the_picked_minority_labels():
     assert np.isnan(minority_share(labels, np.array([], dtype=int), MINORITY))
 
 
+def metrics_line(run: int, method: str) -> str:
+    """A results-contract record (docs/method.md#metrics-records) naming the minority classes."""
+    return json.dumps({
+        "dataset": "digits", "imbalance": 10.0, "val_per_class": 20, "unsupervised": 0, "method": method,
+        "run": run, "seed": run, "iteration": 0, "labelled": 8, "validation_labels": 0, "test_acc": 0.5,
+        "minority_acc": 0.5, "balanced_acc": 0.5, "class_acc": [0.5] * 10, "acquire_seconds": 0.0,
+        "train_seconds": 0.0, "train_on_validation": False, "minority_classes": MINORITY}) + "\n"
+
+
 def write_method(out, run: int, method: str, picks: list[np.ndarray], pool: np.ndarray) -> None:
     run_folder = out / "digits" / "ir10_val20" / f"run{run}"
     folder = run_folder / "unsup0" / method
@@ -27,7 +37,7 @@ def write_method(out, run: int, method: str, picks: list[np.ndarray], pool: np.n
     np.savez(run_folder / "split.npz", val_indices=np.arange(3), pool_indices=pool)
     for iteration, indices in enumerate(picks):
         np.save(folder / f"acquired_{iteration:03d}.npy", indices.astype(np.int64))
-    (folder / "metrics.jsonl").write_text(json.dumps({"minority_classes": MINORITY, "run": run}) + "\n")
+    (folder / "metrics.jsonl").write_text(metrics_line(run, method))
 
 
 def test_a_planted_tree_gives_each_method_its_share_over_runs(tmp_path):
@@ -45,7 +55,7 @@ def test_a_planted_tree_gives_each_method_its_share_over_runs(tmp_path):
         folder = out / "digits" / "ir10_val20" / f"run{run}" / "unsup0" / "diluter"
         folder.mkdir(parents=True)
         np.save(folder / "acquired_000.npy", majority[10:18].astype(np.int64))
-        (folder / "metrics.jsonl").write_text(json.dumps({"minority_classes": MINORITY}) + "\n")
+        (folder / "metrics.jsonl").write_text(metrics_line(run, "diluter"))
     shares = share_rows(out / "digits", labels)
     assert shares[("ir10_val20, unsup0", "finder")] == [0.5, 0.25]
     assert shares[("ir10_val20, unsup0", "diluter")] == [0.0, 0.0]
@@ -62,6 +72,23 @@ def test_a_planted_tree_gives_each_method_its_share_over_runs(tmp_path):
     ran = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
     assert ran.returncode == 0, ran.stderr
     assert results.read_text() == text
+
+
+@pytest.mark.parametrize("content, expected", [
+    ("not json\n", "corrupted results file"),
+    ('{"run": 0}\n', "invalid results file"),
+    (None, "names no minority_classes"),
+])
+def test_a_bad_metrics_file_is_one_line_error(tmp_path, content, expected):
+    folder = tmp_path / "digits" / "ir10_val20" / "run0" / "unsup0" / "m"
+    folder.mkdir(parents=True)
+    line = content if content is not None else metrics_line(0, "m").replace(', "minority_classes": [5, 6, 7, 8, 9]', "")
+    (folder / "metrics.jsonl").write_text(line)
+    command = [sys.executable, "benchmarks/minority_picks.py", "--out", str(tmp_path), "--dataset", "digits",
+               "--results", str(tmp_path / "x.md")]
+    result = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+    assert expected in assert_one_line_error(result)
+    assert not (tmp_path / "x.md").exists()
 
 
 def test_no_results_is_one_line_error(tmp_path):
