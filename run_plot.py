@@ -22,7 +22,7 @@ from pathlib import Path
 
 from common.cli import DefaultsHelpFormatter, OneLineErrorParser, fraction, imbalance_ratio, run_main  # noqa: E402
 from common.errors import UserError  # noqa: E402
-from common.methods import is_reference  # noqa: E402
+from common.methods import base_method, is_reference  # noqa: E402
 from common.naming import LOCAL_DATA, START_NAMES, imbalance_name, protocol_name  # noqa: E402
 from common.reporting import (  # noqa: E402
     METRICS, Curve, aggregate, aubc_markdown, aubc_rows, label_savings, load_queries, load_records, load_rounds,
@@ -44,10 +44,10 @@ def curve_styles(labels) -> dict[str, tuple]:
     """label -> (colour, line style): one colour per method, solid for the method itself and dashed for its
     variants ("entropy+trainval", "entropy+sync"), so 16 curves of 9 methods stay apart (the default colour
     cycle repeats after 10)."""
-    bases = sorted({label.split("+")[0] for label in labels})
+    bases = sorted({base_method(label) for label in labels})
     palette = pyplot().get_cmap("tab10" if len(bases) <= 10 else "tab20")
     colours = {base: palette(index % palette.N) for index, base in enumerate(bases)}
-    return {label: (colours[label.split("+")[0]], "-" if "+" not in label else "--") for label in labels}
+    return {label: (colours[base_method(label)], "-" if label == base_method(label) else "--") for label in labels}
 
 
 def get_args_parser() -> argparse.ArgumentParser:

@@ -75,9 +75,8 @@ def range_group_title(val_per_class: int, read: bool) -> str:
 
 def per_label_range(protocol: tuple, tables: dict[tuple, tuple], markdown) -> str:
     """The protocol's tables, one per label_range_group, each under its title."""
-    groups = sorted((key[-2], not key[-1]) for key in tables if key[:-2] == protocol)
-    return "".join(f"\n\n#### {range_group_title(size, not unread)}\n\n{markdown(*tables[(*protocol, size, not unread)])}"
-                   for size, unread in groups)
+    keys = sorted((key for key in tables if key[:-2] == protocol), key=lambda key: (key[-2], not key[-1]))
+    return "".join(f"\n\n#### {range_group_title(*key[-2:])}\n\n{markdown(*tables[key])}" for key in keys)
 
 
 def decision_tables(records: list[dict]) -> str:
